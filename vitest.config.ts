@@ -1,0 +1,11 @@
+import { defineConfig } from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    // Tests use real loop devices, processes and ports: keep files serial to bound load on 2 cores.
+    fileParallelism: false,
+  },
+})
