@@ -1,0 +1,34 @@
+/**
+ * The storage boundary: the swarm asks for "piece i, bytes a..b" and hands in
+ * "piece i, verified"; only storage knows that piece i is three extents at
+ * three disk offsets, and only storage opens devices.
+ */
+import type { PieceLayout } from '../torrent/piece-map.js'
+
+export interface PieceStore {
+  /** The target path, for messages. */
+  readonly target: string
+  readonly layout: PieceLayout
+  /** Read bytes [offset, offset+length) of piece `index` (for seeding and for the resume check). */
+  read(index: number, offset: number, length: number): Promise<Buffer>
+  /** Write a whole piece whose SHA-1 has been verified. Never called with unverified data. */
+  writePiece(index: number, data: Buffer): Promise<void>
+  /** Zero the gaps when the torrent says they must be zero, then fdatasync: call before reporting finished. */
+  finish(): Promise<void>
+  /** Flush (fdatasync) what has been written so far. */
+  flush(): Promise<void>
+  close(): Promise<void>
+}
+
+/** An I/O failure on a target, naming the device, the offset and the errno. */
+export class StorageError extends Error {
+  constructor(
+    message: string,
+    readonly target: string,
+    readonly offset?: number,
+    readonly errno?: string,
+  ) {
+    super(message)
+    this.name = 'StorageError'
+  }
+}
