@@ -15,8 +15,7 @@ export interface TargetInfo {
 
 /** Size in bytes of a block device, from /sys/dev/block/<major:minor>/size (512-byte sectors). */
 async function blockDeviceSize(path: string, st: Stats): Promise<number> {
-  const devno = `${Math.floor(st.rdev / 256) & 0xfff}:${(st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00)}`
-  const candidates = [`/sys/dev/block/${devno}/size`, `/sys/class/block/${basename(await realpath(path))}/size`]
+  const candidates = [`/sys/dev/block/${devnoOf(st)}/size`, `/sys/class/block/${basename(await realpath(path))}/size`]
   for (const file of candidates) {
     try {
       const sectors = Number((await readFile(file, 'utf8')).trim())
