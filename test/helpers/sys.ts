@@ -116,13 +116,13 @@ export function captureOutput(child: ChildProcess): { text: () => string } {
 
 /** Deterministic pseudo-random bytes (xorshift), so tests are reproducible. */
 export function pseudoRandom(length: number, seed = 1): Buffer {
-  const out = Buffer.alloc(length)
+  const out = Buffer.alloc(length + 3)
   let x = seed >>> 0 || 1
   for (let i = 0; i < length; i += 4) {
     x ^= x << 13
     x ^= x >>> 17
     x ^= x << 5
-    out.writeUInt32LE(x >>> 0, i <= length - 4 ? i : length - 4)
+    out.writeUInt32LE(x >>> 0, i)
   }
-  return out
+  return out.subarray(0, length)
 }
