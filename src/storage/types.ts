@@ -27,8 +27,26 @@ export class StorageError extends Error {
     readonly target: string,
     readonly offset?: number,
     readonly errno?: string,
+    /** Pieces whose bytes may not be on the target (a failed writeback names those written since the last flush). */
+    readonly pieces?: readonly number[],
   ) {
     super(message)
     this.name = 'StorageError'
+  }
+}
+
+/** Why a target was refused at open time, so that a caller can react (e.g. offer to create a missing image file). */
+export type TargetProblem = 'missing' | 'too-small' | 'read-only' | 'in-use' | 'unusable'
+
+/** A target refused before anything was written: missing, too small, read-only, mounted… */
+export class TargetRefused extends StorageError {
+  constructor(
+    message: string,
+    target: string,
+    readonly problem: TargetProblem,
+    errno?: string,
+  ) {
+    super(message, target, undefined, errno)
+    this.name = 'TargetRefused'
   }
 }
