@@ -14,6 +14,8 @@ export interface TopologyOptions {
   readonly nodes: number
   /** Link rate for tc, e.g. "100mbit". */
   readonly rate: string
+  /** Rate of node 0's link (the seeder), default `rate`. */
+  readonly seederRate?: string
   /** Unique prefix for names; default derived from the PID. */
   readonly prefix?: string
 }
@@ -74,8 +76,9 @@ export class Topology {
       ip(['-n', br, 'link', 'set', `p${i}`, 'master', 'br0'])
       ip(['-n', br, 'link', 'set', `p${i}`, 'up'])
       // Shape both directions: node upload on its eth0, node download on the bridge port.
-      execFileSync('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'add', 'dev', 'eth0', ...tbfArgs(this.opts.rate)])
-      execFileSync('ip', ['netns', 'exec', br, 'tc', 'qdisc', 'add', 'dev', `p${i}`, ...tbfArgs(this.opts.rate)])
+      const rate = i === 0 && this.opts.seederRate ? this.opts.seederRate : this.opts.rate
+      execFileSync('ip', ['netns', 'exec', ns, 'tc', 'qdisc', 'add', 'dev', 'eth0', ...tbfArgs(rate)])
+      execFileSync('ip', ['netns', 'exec', br, 'tc', 'qdisc', 'add', 'dev', `p${i}`, ...tbfArgs(rate)])
     }
   }
 
