@@ -1,0 +1,100 @@
+/**
+ * How the CLI shows torrents: one plain JSON shape for scripts, table rows
+ * and progress-bar fields for people. Pure functions of a TorrentInfo.
+ */
+import type { TorrentInfo, WireState } from '../control/blockswarm-wire.js'
+import { formatBytes } from '../util/size.js'
+
+export type StateName = 'checking' | 'downloading' | 'seeding' | 'finished' | 'paused' | 'error' | 'unknown'
+
+export function stateName(s: WireState): StateName {
+  const name = s.replace(/^TORRENT_STATE_/, '').toLowerCase()
+  return name === 'unspecified' ? 'unknown' : (name as StateName)
+}
+
+/** Seconds until the download completes at the current rate; null when complete or stalled. */
+export function etaSeconds(t: TorrentInfo): number | null {
+  const left = t.total - t.totalDone
+  if (left <= 0 || t.downloadRate <= 0) return null
+  return Math.ceil(left / t.downloadRate)
+}
+
+export function formatDuration(s: number | null): string {
+  if (s === null) return '-'
+  if (s < 60) return `${s}s`
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`
+  return `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, '0')}m`
+}
+
+export const formatRate = (bytesPerSecond: number): string => `${formatBytes(bytesPerSecond)}/s`
+
+/** The JSON a script gets for one torrent (status --json). */
+export function torrentJson(t: TorrentInfo) {
+  return {
+    infoHash: t.infoHash,
+    name: t.name,
+    target: t.target,
+    state: stateName(t.state),
+    paused: t.paused,
+    done: t.done,
+    doneReason: t.doneReason || null,
+    error: t.error || null,
+    progress: t.progress,
+    total: t.total,
+    totalDone: t.totalDone,
+    piecesDone: t.piecesDone,
+    pieceCount: t.pieceCount,
+    downloadRate: t.downloadRate,
+    uploadRate: t.uploadRate,
+    totalDownloaded: t.totalDownloaded,
+    totalUploaded: t.totalUploaded,
+    peers: t.numPeers,
+    seeds: t.numSeeds,
+    etaSeconds: etaSeconds(t),
+    startedAt: t.startedAt ? new Date(t.startedAt).toISOString() : null,
+    finishedAt: t.finishedAt ? new Date(t.finishedAt).toISOString() : null,
+    bans: t.bans,
+  }
+}
+
+const percent = (p: number): string => `${(Math.floor(p * 1000) / 10).toFixed(1)}%`
+
+/** The state as a person reads it: "seeding", "paused", "error: <why>", "seeding (done)". */
+export function stateText(t: TorrentInfo): string {
+  const name = stateName(t.state)
+  if (name === 'error') return `error: ${t.error}`
+  return t.done ? `${name} (done)` : name
+}
+
+/** A table of torrents for `status`. */
+export function torrentTable(list: readonly TorrentInfo[]): string {
+  const head = ['HASH', 'NAME', 'STATE', 'PROGRESS', 'DOWN', 'UP', 'PEERS', 'ETA', 'TARGET']
+  const rows = list.map((t) => [
+    t.infoHash,
+    t.name,
+    stateText(t),
+    percent(t.progress),
+    formatRate(t.downloadRate),
+    formatRate(t.uploadRate),
+    String(t.numPeers),
+    formatDuration(etaSeconds(t)),
+    t.target,
+  ])
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
+  return [head, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ')).join('\n') + '\n'
+}
+
+/** The payload of one torrent's progress bar: the fields of BAR_FORMAT (not named like cli-progress's own tokens, e.g. {eta}). */
+export function barFields(t: TorrentInfo, nameWidth: number) {
+  return {
+    name: t.name.padEnd(nameWidth),
+    state: stateText(t).padEnd('downloading'.length),
+    down: formatRate(t.downloadRate),
+    up: formatRate(t.uploadRate),
+    peers: t.numPeers,
+    etaText: formatDuration(etaSeconds(t)),
+    pct: percent(t.progress).padStart('100.0%'.length),
+  }
+}
+
+export const BAR_FORMAT = '{name} [{bar}] {pct} | {state} | down {down} up {up} | peers {peers} | ETA {etaText}'
