@@ -127,6 +127,8 @@ class DeviceStore implements PieceStore {
 
   async read(index: number, offset: number, length: number): Promise<Buffer> {
     this.checkOpen()
+    // After a failed write the page cache may hold bytes that never reached the target: serve nothing.
+    if (this.failure) throw this.failure
     const out = Buffer.allocUnsafe(length)
     for (const s of mapPieceRange(this.layout, index, offset, length)) {
       await readFully(this.fh, out.subarray(s.bufferOffset, s.bufferOffset + s.length), s.diskOffset, this.target)
@@ -142,7 +144,13 @@ class DeviceStore implements PieceStore {
       this.pending.add(index)
       this.pendingLow = Math.min(this.pendingLow, s.diskOffset)
       this.pendingHigh = Math.max(this.pendingHigh, s.diskOffset + s.length)
-      await writeFully(this.fh, data.subarray(s.bufferOffset, s.bufferOffset + s.length), s.diskOffset, this.target)
+      try {
+        await writeFully(this.fh, data.subarray(s.bufferOffset, s.bufferOffset + s.length), s.diskOffset, this.target)
+      } catch (err) {
+        // The target failed a write: nothing may report this deploy done.
+        this.failure ??= err as StorageError
+        throw err
+      }
     }
   }
 

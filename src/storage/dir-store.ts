@@ -141,6 +141,8 @@ class DirStore implements PieceStore {
 
   async read(index: number, offset: number, length: number): Promise<Buffer> {
     this.checkOpen()
+    // After a failed write the page cache may hold bytes that never reached the target: serve nothing.
+    if (this.failure) throw this.failure
     const out = Buffer.allocUnsafe(length)
     for (const s of mapPieceRange(this.layout, index, offset, length)) {
       const at = s.diskOffset - this.layout.extents[s.extent].offset
@@ -157,7 +159,13 @@ class DirStore implements PieceStore {
     for (const s of mapPieceRange(this.layout, index, 0, size)) {
       const at = s.diskOffset - this.layout.extents[s.extent].offset
       this.dirty.add(s.extent)
-      await this.pool.use(s.extent, (fh) => writeFully(fh, data.subarray(s.bufferOffset, s.bufferOffset + s.length), at, this.paths[s.extent]))
+      try {
+        await this.pool.use(s.extent, (fh) => writeFully(fh, data.subarray(s.bufferOffset, s.bufferOffset + s.length), at, this.paths[s.extent]))
+      } catch (err) {
+        // The target failed a write: nothing may report this deploy done.
+        this.failure ??= err as StorageError
+        throw err
+      }
     }
   }
 

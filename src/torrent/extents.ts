@@ -33,6 +33,16 @@ export class ExtentError extends Error {
 
 const HEX_NAME = /^[0-9a-fA-F]{1,32}$/
 
+/**
+ * Quote a string from a torrent for an error message: JSON quoting, plus the
+ * characters JSON leaves raw that still move a terminal's cursor or break a
+ * line (DEL, C1 controls such as CSI and NEL, U+2028/U+2029). A message stays
+ * one printable line whatever the torrent holds.
+ */
+export function quote(s: string): string {
+  return JSON.stringify(s).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
+
 /** The canonical file name for an extent at `offset`: 32 lowercase hex digits. */
 export function extentName(offset: number): string {
   return offset.toString(16).padStart(32, '0')
@@ -41,7 +51,7 @@ export function extentName(offset: number): string {
 /** Parse an extent file name (1–32 hex digits) into a byte offset, or throw saying why not. */
 export function parseExtentName(name: string, where: string): number {
   if (!HEX_NAME.test(name)) {
-    throw new ExtentError(`${where}: name ${JSON.stringify(name)} is not a hex offset (1-32 hex digits expected)`)
+    throw new ExtentError(`${where}: name ${quote(name)} is not a hex offset (1-32 hex digits expected)`)
   }
   const value = BigInt('0x' + name)
   if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
@@ -61,11 +71,11 @@ export function validateExtents(files: readonly RawFileEntry[]): Extent[] {
   let start = 0
   for (let i = 0; i < files.length; i++) {
     const f = files[i]
-    const where = `file entry ${i} (${f.path.map((p) => JSON.stringify(p)).join('/')})`
+    const where = `file entry ${i} (${f.path.map(quote).join('/')})`
     if (f.path.length === 0) throw new ExtentError(`file entry ${i}: empty path`)
     for (const part of f.path) {
       if (part === '' || part === '.' || part === '..' || part.includes('/') || part.includes('\\') || part.includes('\0')) {
-        throw new ExtentError(`${where}: unsafe path component ${JSON.stringify(part)}`)
+        throw new ExtentError(`${where}: unsafe path component ${quote(part)}`)
       }
     }
     const name = f.path[f.path.length - 1]

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto'
 import bencode from 'bencode'
-import { type Extent, ExtentError, extentName, extentsEnd, extentsTotal, validateExtents } from './extents.js'
+import { type Extent, ExtentError, extentName, extentsEnd, extentsTotal, quote, validateExtents } from './extents.js'
 import { makeLayout, type PieceLayout } from './piece-map.js'
 
 export const DEFAULT_PIECE_LENGTH = 16 * 1024 * 1024
@@ -83,36 +83,61 @@ function describe(v: unknown): string {
   return typeof v
 }
 
+const DIGITS = /^[0-9]+$/
+const INTEGER = /^-?[0-9]+$/
+
 /**
- * End position of the bencoded value starting at `pos`, without decoding it.
- * Used to hash the `info` dictionary byte-for-byte as it stands in the file.
+ * End position of the bencoded value starting at `pos`, checking its syntax
+ * strictly without decoding it. The `bencode` package's decoder is lenient in
+ * ways that matter for hostile input: a negative string length moves it
+ * backwards (`l-3:e` loops forever), `i1.5e` reads as 1, `ie` as 0, a repeated
+ * key silently replaces the first (while the info-hash would be taken over the
+ * first `info`), and a `__proto__` key replaces the dictionary's prototype.
+ * Everything is checked here first, so the decoder only ever sees data it reads
+ * the same way. Also used to hash the `info` dictionary byte-for-byte.
  */
 function skipValue(buf: Buffer, pos: number, depth = 0): number {
   if (depth > 64) throw new TorrentError('bencode nesting is too deep')
   const c = buf[pos]
   if (c === 0x69 /* i */) {
     const end = buf.indexOf(0x65, pos)
-    if (end < 0) throw new TorrentError('bencode: unterminated integer')
+    if (end < 0) throw new TorrentError(`bencode: unterminated integer at offset ${pos}`)
+    const digits = buf.toString('latin1', pos + 1, end)
+    if (!INTEGER.test(digits)) throw new TorrentError(`bencode: ${quote(digits)} at offset ${pos} is not an integer`)
     return end + 1
   }
   if (c === 0x6c /* l */ || c === 0x64 /* d */) {
+    const keys = c === 0x64 ? new Set<string>() : undefined
+    const unterminated = () => new TorrentError(`bencode: unterminated ${keys ? 'dictionary' : 'list'} starting at offset ${pos} (the data ends at ${buf.length})`)
     let p = pos + 1
     while (buf[p] !== 0x65) {
-      if (p >= buf.length) throw new TorrentError('bencode: unterminated list or dictionary')
+      if (p >= buf.length) throw unterminated()
+      if (keys) {
+        const keyEnd = skipString(buf, p, 'dictionary key')
+        const key = buf.toString('latin1', buf.indexOf(0x3a, p) + 1, keyEnd)
+        if (key === '__proto__') throw new TorrentError(`bencode: dictionary key "__proto__" at offset ${p} is not allowed`)
+        if (keys.has(key)) throw new TorrentError(`bencode: dictionary key ${quote(key)} appears twice (again at offset ${p})`)
+        keys.add(key)
+        p = keyEnd
+        if (p >= buf.length) throw unterminated()
+        if (buf[p] === 0x65) throw new TorrentError(`bencode: dictionary key ${quote(key)} has no value (offset ${p})`)
+      }
       p = skipValue(buf, p, depth + 1)
     }
     return p + 1
   }
-  if (c !== undefined && c >= 0x30 && c <= 0x39) {
-    const colon = buf.indexOf(0x3a, pos)
-    if (colon < 0) throw new TorrentError('bencode: string without length separator')
-    const len = Number(buf.toString('latin1', pos, colon))
-    if (!Number.isSafeInteger(len) || len < 0) throw new TorrentError('bencode: bad string length')
-    const end = colon + 1 + len
-    if (end > buf.length) throw new TorrentError('bencode: string runs past the end of the data')
-    return end
-  }
-  throw new TorrentError(`bencode: unexpected byte 0x${(c ?? 0).toString(16)} at ${pos}`)
+  if (c !== undefined && c >= 0x30 && c <= 0x39) return skipString(buf, pos, 'string')
+  throw new TorrentError(`bencode: unexpected byte 0x${(c ?? 0).toString(16)} at offset ${pos}`)
+}
+
+/** End position of the byte string (`<length>:<bytes>`) starting at `pos`. */
+function skipString(buf: Buffer, pos: number, what: string): number {
+  const colon = buf.indexOf(0x3a, pos)
+  const digits = colon < 0 ? '' : buf.toString('latin1', pos, colon)
+  if (!DIGITS.test(digits)) throw new TorrentError(`bencode: expected a ${what} (<length>:<bytes>) at offset ${pos}`)
+  const end = colon + 1 + Number(digits)
+  if (end > buf.length) throw new TorrentError(`bencode: ${what} at offset ${pos} runs past the end of the data`)
+  return end
 }
 
 /** The raw bytes of the top-level `info` value. */
@@ -150,6 +175,7 @@ export function parseTorrent(data: Uint8Array, opts: ParseOptions = {}): ExtentT
 
 function parse(raw: Buffer): ExtentTorrent {
   if (raw.length === 0) throw new TorrentError('empty file')
+  skipValue(raw, 0)
   let top: unknown
   try {
     top = bencode.decode(raw)
@@ -164,7 +190,7 @@ function parse(raw: Buffer): ExtentTorrent {
   const name = text(info['name.utf-8']) ?? text(info.name)
   if (name === undefined || name === '') throw new TorrentError('info.name is missing or empty')
   if (name.includes('/') || name.includes('\\') || name === '.' || name === '..' || name.includes('\0')) {
-    throw new TorrentError(`info.name ${JSON.stringify(name)} is not a safe directory name`)
+    throw new TorrentError(`info.name ${quote(name)} is not a safe directory name`)
   }
 
   const pieceLength = int(info['piece length'], 'info["piece length"]')
@@ -185,7 +211,7 @@ function parse(raw: Buffer): ExtentTorrent {
       if (s === undefined) throw new TorrentError(`file entry ${i}: path component is not a string`)
       return s
     })
-    return { path, length: int(f.length, `file entry ${i} (${path.join('/')}): length`) }
+    return { path, length: int(f.length, `file entry ${i} (${path.map(quote).join('/')}): length`) }
   })
   const extents = validateExtents(files)
   const totalLength = extentsTotal(extents)
@@ -232,9 +258,12 @@ function parse(raw: Buffer): ExtentTorrent {
 function parseMeta(v: unknown, end: number): BlockswarmMeta {
   if (v === undefined) return { gaps: 'dont-care' }
   if (!isDict(v)) throw new TorrentError(`"blockswarm" metadata is not a dictionary (got ${describe(v)})`)
+  // a gaps value of the wrong type must not quietly become "dont-care": the gaps of a zero-scan torrent would stay unzeroed
+  if (v.gaps !== undefined && !(v.gaps instanceof Uint8Array)) throw new TorrentError(`blockswarm.gaps is not a string (got ${describe(v.gaps)})`)
+  if (v.source !== undefined && !(v.source instanceof Uint8Array)) throw new TorrentError(`blockswarm.source is not a string (got ${describe(v.source)})`)
   const gapsText = text(v.gaps) ?? 'dont-care'
   if (gapsText !== 'dont-care' && gapsText !== 'zero') {
-    throw new TorrentError(`blockswarm.gaps ${JSON.stringify(gapsText)} is neither "dont-care" nor "zero"`)
+    throw new TorrentError(`blockswarm.gaps ${quote(gapsText)} is neither "dont-care" nor "zero"`)
   }
   let targetSize: number | undefined
   if (v['target size'] !== undefined) {
