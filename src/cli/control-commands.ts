@@ -1,18 +1,36 @@
 /**
  * The thin client commands: add, status, pause, resume, remove, shutdown,
  * version. Each talks to a running daemon over its gRPC control API
- * (--daemon ADDR, default 127.0.0.1:50051 or $BLOCKSWARM_DAEMON).
+ * (--daemon ADDR, default 127.0.0.1:50051 or $BLOCKSWARM_DAEMON), over TLS
+ * and with a bearer token if asked (security-options.ts).
  */
 import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import cliProgress, { type SingleBar } from 'cli-progress'
 import { type Command, InvalidArgumentError, Option } from 'commander'
 import type { TorrentInfo } from '../control/blockswarm-wire.js'
-import { type ControlClient, daemonAddress, withControl } from '../control/client.js'
+import { type ClientSecurity, type ControlClient, daemonAddress, withControl } from '../control/client.js'
 import { VERSION } from '../version.js'
+import { addClientSecurityOptions, type ClientSecurityFlags, clientSecurityFrom } from './security-options.js'
 import { BAR_FORMAT, barFields, stateText, torrentJson, torrentTable } from './torrent-view.js'
 
-const daemonOption = () => new Option('--daemon <addr>', 'daemon control address: host:port or unix:/path (default $BLOCKSWARM_DAEMON or 127.0.0.1:50051)')
+/** Add --daemon and the TLS / token flags. */
+const daemonOptions = (cmd: Command): Command =>
+  addClientSecurityOptions(cmd.addOption(new Option('--daemon <addr>', 'daemon control address: host:port or unix:/path (default $BLOCKSWARM_DAEMON or 127.0.0.1:50051)')))
+
+interface DaemonFlags extends ClientSecurityFlags {
+  daemon?: string
+}
+
+function clientSecurity(flags: DaemonFlags): ClientSecurity {
+  const security = clientSecurityFrom(flags)
+  // grpc-js gives the --daemon host to TLS as the server name, and Node flags an IP there (DEP0123) on stderr: a note for grpc-js, not for the user.
+  if (security.tls) process.noDeprecation = true
+  return security
+}
+
+/** Run `fn` against the daemon the flags name. */
+const control = <T>(flags: DaemonFlags, fn: (c: ControlClient) => Promise<T>): Promise<T> => withControl(daemonAddress(flags.daemon), fn, clientSecurity(flags))
 
 function positiveInt(value: string): number {
   const n = Number(value)
@@ -87,7 +105,7 @@ async function watch(c: ControlClient, hashes: string[], json: boolean): Promise
 }
 
 export function registerControlCommands(program: Command): void {
-  program
+  const add = program
     .command('add')
     .description('add a torrent to a running daemon: deploy TORRENT onto TARGET (or seed TARGET with --seed)')
     .argument('<torrent>', '.torrent file')
@@ -101,59 +119,52 @@ export function registerControlCommands(program: Command): void {
     .option('--seed-ratio <r>', 'done (and paused) after uploading R times the torrent\'s size', nonNegative)
     .option('--seed-idle <seconds>', 'done (and paused) after this long without uploading, once finished', nonNegative)
     .option('--json', 'print the added torrent as JSON')
-    .addOption(daemonOption())
-    .action(async (torrentFile: string, target: string, o) => {
-      let bytes: Buffer
-      try {
-        bytes = await readFile(torrentFile)
-      } catch (err) {
-        throw new Error(`cannot read ${torrentFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
-      }
-      const address = daemonAddress(o.daemon)
-      const t = await withControl(address, (c) =>
-        c.blockswarm.AddTorrent({
-          torrent: bytes,
-          target: resolve(target),
-          seedingMode: Boolean(o.seed),
-          maxUploads: o.maxUploads ?? 0,
-          maxConnections: o.maxConnections ?? 0,
-          sequential: Boolean(o.sequential),
-          force: Boolean(o.force),
-          peers: o.peer,
-          donePolicy:
-            o.seedRatio !== undefined || o.seedIdle !== undefined ? { seedRatio: o.seedRatio ?? 0, seedIdleSeconds: o.seedIdle ?? 0 } : null,
-        }),
-      )
-      if (o.json) process.stdout.write(JSON.stringify(torrentJson(t), null, 2) + '\n')
-      else process.stdout.write(`added ${t.infoHash} ${t.name} -> ${t.target} (${stateText(t)})\n`)
-    })
+  daemonOptions(add).action(async (torrentFile: string, target: string, o) => {
+    let bytes: Buffer
+    try {
+      bytes = await readFile(torrentFile)
+    } catch (err) {
+      throw new Error(`cannot read ${torrentFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    }
+    const t = await control(o, (c) =>
+      c.blockswarm.AddTorrent({
+        torrent: bytes,
+        target: resolve(target),
+        seedingMode: Boolean(o.seed),
+        maxUploads: o.maxUploads ?? 0,
+        maxConnections: o.maxConnections ?? 0,
+        sequential: Boolean(o.sequential),
+        force: Boolean(o.force),
+        peers: o.peer,
+        donePolicy:
+          o.seedRatio !== undefined || o.seedIdle !== undefined ? { seedRatio: o.seedRatio ?? 0, seedIdleSeconds: o.seedIdle ?? 0 } : null,
+      }),
+    )
+    if (o.json) process.stdout.write(JSON.stringify(torrentJson(t), null, 2) + '\n')
+    else process.stdout.write(`added ${t.infoHash} ${t.name} -> ${t.target} (${stateText(t)})\n`)
+  })
 
-  program
+  const status = program
     .command('status')
     .description('show the torrents of a running daemon (all, or the given ones)')
     .argument('[hash...]', 'info-hashes, unique hash prefixes or torrent names')
     .option('--watch', 'follow progress live: one bar per torrent, until Ctrl-C or the daemon stops')
     .option('--json', 'print JSON (with --watch: one object per line per change)')
-    .addOption(daemonOption())
-    .action(async (args: string[], o: { watch?: boolean; json?: boolean; daemon?: string }) => {
-      await withControl(daemonAddress(o.daemon), async (c) => {
-        const hashes = await Promise.all(args.map(async (a) => hashOf(await resolveHash(c, a))))
-        if (o.watch) return watch(c, hashes, Boolean(o.json))
-        const { torrents } = await c.blockswarm.ListTorrents({ infoHashes: hashes })
-        if (o.json) process.stdout.write(JSON.stringify(torrents.map(torrentJson), null, 2) + '\n')
-        else if (torrents.length === 0) process.stdout.write(`no torrents in the daemon at ${c.address}\n`)
-        else process.stdout.write(torrentTable(torrents))
-      })
+  daemonOptions(status).action(async (args: string[], o: DaemonFlags & { watch?: boolean; json?: boolean }) => {
+    await control(o, async (c) => {
+      const hashes = await Promise.all(args.map(async (a) => hashOf(await resolveHash(c, a))))
+      if (o.watch) return watch(c, hashes, Boolean(o.json))
+      const { torrents } = await c.blockswarm.ListTorrents({ infoHashes: hashes })
+      if (o.json) process.stdout.write(JSON.stringify(torrents.map(torrentJson), null, 2) + '\n')
+      else if (torrents.length === 0) process.stdout.write(`no torrents in the daemon at ${c.address}\n`)
+      else process.stdout.write(torrentTable(torrents))
     })
+  })
 
   const byHash = (name: string, description: string, act: (c: ControlClient, hash: string) => Promise<unknown>, said: string) =>
-    program
-      .command(name)
-      .description(description)
-      .argument('<hash>', 'info-hash, unique hash prefix or torrent name')
-      .addOption(daemonOption())
-      .action(async (arg: string, o: { daemon?: string }) => {
-        await withControl(daemonAddress(o.daemon), async (c) => {
+    daemonOptions(program.command(name).description(description).argument('<hash>', 'info-hash, unique hash prefix or torrent name'))
+      .action(async (arg: string, o: DaemonFlags) => {
+        await control(o, async (c) => {
           const hash = hashOf(await resolveHash(c, arg))
           await act(c, hash)
           process.stdout.write(`${said} ${hash}\n`)
@@ -169,25 +180,17 @@ export function registerControlCommands(program: Command): void {
     'removed (target data untouched)',
   )
 
-  program
-    .command('shutdown')
-    .description('stop a running daemon gracefully')
-    .addOption(daemonOption())
-    .action(async (o: { daemon?: string }) => {
-      const address = daemonAddress(o.daemon)
-      await withControl(address, (c) => c.ezio.Shutdown({}))
-      process.stdout.write(`the daemon at ${address} is shutting down\n`)
+  daemonOptions(program.command('shutdown').description('stop a running daemon gracefully'))
+    .action(async (o: DaemonFlags) => {
+      await control(o, (c) => c.ezio.Shutdown({}))
+      process.stdout.write(`the daemon at ${daemonAddress(o.daemon)} is shutting down\n`)
     })
 
-  program
-    .command('version')
-    .description('show the version of this client and of the running daemon')
-    .addOption(daemonOption())
-    .action(async (o: { daemon?: string }) => {
+  daemonOptions(program.command('version').description('show the version of this client and of the running daemon'))
+    .action(async (o: DaemonFlags) => {
       process.stdout.write(`client: blockswarm ${VERSION}\n`)
-      const address = daemonAddress(o.daemon)
-      const { version } = await withControl(address, (c) => c.ezio.GetVersion({}))
-      process.stdout.write(`daemon at ${address}: ${version}\n`)
+      const { version } = await control(o, (c) => c.ezio.GetVersion({}))
+      process.stdout.write(`daemon at ${daemonAddress(o.daemon)}: ${version}\n`)
     })
 }
 

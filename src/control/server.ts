@@ -1,9 +1,11 @@
 /**
  * The daemon's control server: ezio.EZIO, blockswarm.v1.Blockswarm and server
- * reflection on every listen address (host:port or unix:/path).
+ * reflection on every listen address (host:port or unix:/path), behind the
+ * listen policy, TLS and bearer token of security.ts.
  */
 import { existsSync, lstatSync, unlinkSync } from 'node:fs'
 import { connect } from 'node:net'
+import type { ServerCredentials } from '@grpc/grpc-js'
 import { createServer, type Server } from 'nice-grpc'
 import type { Logger } from 'pino'
 import type { Session } from '../session/session.js'
@@ -16,6 +18,7 @@ import { ezioImplementation } from './ezio-service.js'
 import { EzioService } from './ezio-wire.js'
 import { loadProto, PROTO_FILES } from './proto-loader.js'
 import { ReflectionV1AlphaService, ReflectionV1Service, reflectionImplementation } from './reflection-service.js'
+import { checkListenAddress, type ControlSecurity, serverCredentials, tokenMiddleware } from './security.js'
 
 /**
  * Largest request accepted: a .torrent of a big, fragmented filesystem holds
@@ -34,6 +37,8 @@ export interface ControlServerOptions {
   facts?: DaemonFacts
   /** Called once a Shutdown call (or shutdown()) has closed everything: the daemon exits here. */
   onExit?: (code: number) => void
+  /** TLS, bearer token, --insecure. Without any, only loopback and unix: addresses are allowed. */
+  security?: ControlSecurity
 }
 
 export interface ControlServer {
@@ -65,13 +70,13 @@ async function clearStaleSocket(path: string): Promise<void> {
   unlinkSync(path)
 }
 
-async function listenOn(server: Server, address: string): Promise<string> {
+async function listenOn(server: Server, address: string, credentials: ServerCredentials): Promise<string> {
   const path = unixPath(address)
   if (path !== undefined) {
     if (!path.startsWith('/')) throw new Error(`control address ${address}: give an absolute socket path (unix:/run/blockswarm.sock)`)
     await clearStaleSocket(path)
     try {
-      await server.listen(`unix:${path}`)
+      await server.listen(`unix:${path}`, credentials)
     } catch (err) {
       throw new Error(`cannot listen on unix:${path}: ${(err as Error).message}`)
     }
@@ -81,7 +86,7 @@ async function listenOn(server: Server, address: string): Promise<string> {
   if (!m || m[1] === '') throw new Error(`control address ${JSON.stringify(address)} is neither host:port nor unix:/path`)
   let port: number
   try {
-    port = await server.listen(address)
+    port = await server.listen(address, credentials)
   } catch (err) {
     // grpc-js says only "No address added out of total 1 resolved" for a port in use.
     throw new Error(`cannot listen on ${address}: ${(err as Error).message} (is the port in use, e.g. by another daemon? is the host an address of this machine?)`)
@@ -111,6 +116,9 @@ function closeServer(server: Server): Promise<void> {
 
 export async function startControlServer(session: Session, opts: ControlServerOptions): Promise<ControlServer> {
   if (opts.listen.length === 0) throw new Error('no control address to listen on')
+  const security = opts.security ?? {}
+  // Every address is checked before any is bound.
+  const warnings = opts.listen.map((address) => checkListenAddress(address, security))
   const closing = new AbortController()
   const addresses: string[] = []
   const servers: Server[] = []
@@ -153,13 +161,14 @@ export async function startControlServer(session: Session, opts: ControlServerOp
 
   try {
     for (const address of opts.listen) {
-      const server = createServer({ 'grpc.max_receive_message_length': MAX_REQUEST_BYTES }).use(errorMiddleware(opts.log))
+      const base = createServer({ 'grpc.max_receive_message_length': MAX_REQUEST_BYTES })
+      const server = (security.token === undefined ? base : base.use(tokenMiddleware(security.token, opts.log))).use(errorMiddleware(opts.log))
       server.add(EzioService, ezio)
       server.add(BlockswarmService, blockswarm)
       server.add(ReflectionV1Service, reflection)
       server.add(ReflectionV1AlphaService, reflection)
       servers.push(server)
-      const bound = await listenOn(server, address)
+      const bound = await listenOn(server, address, serverCredentials(address, security))
       addresses.push(bound)
       const path = unixPath(bound)
       if (path) sockets.push(path)
@@ -168,6 +177,10 @@ export async function startControlServer(session: Session, opts: ControlServerOp
     await close()
     throw err
   }
-  opts.log?.info({ addresses }, 'control API listening')
+  for (const warning of warnings) if (warning) opts.log?.warn(warning)
+  opts.log?.info(
+    { addresses, tls: security.tls ? (security.tls.clientCa ? 'mutual' : 'server') : 'off', token: security.token !== undefined },
+    'control API listening',
+  )
   return { addresses, close, shutdown }
 }
