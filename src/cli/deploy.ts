@@ -1,0 +1,196 @@
+/**
+ * `blockswarm deploy TORRENT TARGET`: one-shot deploy. Download what the
+ * target lacks, verify every piece, finish (zero gaps if required, flush),
+ * seed until the done policy says done, and exit 0 only if every piece was
+ * verified and flushed.
+ */
+import { existsSync } from 'node:fs'
+import cliProgress from 'cli-progress'
+import type { Command } from 'commander'
+import { Session } from '../session/session.js'
+import type { TorrentStatus } from '../session/status.js'
+import { createImageFile } from '../storage/store.js'
+import { extentsEnd } from '../torrent/extents.js'
+import { formatBytes } from '../util/size.js'
+import { loadTorrentFile } from './inspect.js'
+import { addSwarmOptions, makeLogger, optionalNumber, sessionOptions, type SwarmFlags } from './options.js'
+import { onStopSignal, signalExitCode } from './shutdown.js'
+import { formatDuration, formatRate } from './torrent-view.js'
+
+interface DeployFlags extends SwarmFlags {
+  seedRatio?: string
+  seedIdle: string
+  force?: boolean
+  sequential?: boolean
+  skipCheck?: boolean
+  createImage?: boolean
+  json?: boolean
+  progressInterval: string
+}
+
+/** Seconds until done at the current rate, or null. */
+function eta(s: TorrentStatus): number | null {
+  const left = s.total - s.totalDone
+  return left > 0 && s.downloadRate > 0 ? Math.ceil(left / s.downloadRate) : null
+}
+
+function progressLine(s: TorrentStatus): string {
+  const pct = `${(Math.floor(s.progress * 1000) / 10).toFixed(1)}%`
+  return (
+    `deploy ${s.name}: ${s.state} ${pct} ${s.piecesDone}/${s.pieceCount} pieces, ` +
+    `down ${formatRate(s.downloadRate)}, up ${formatRate(s.uploadRate)}, peers ${s.peers} (${s.seeds} seeds), ETA ${formatDuration(eta(s))}` +
+    (s.bans.length ? `, ${s.bans.length} banned` : '')
+  )
+}
+
+/** A cli-progress bar on a terminal, plain periodic lines otherwise. */
+function progressReporter(tty: boolean, intervalMs: number) {
+  if (tty) {
+    const bar = new cliProgress.SingleBar(
+      {
+        stream: process.stderr,
+        format: '{name} [{bar}] {percentage}% | {state} | ↓ {down} ↑ {up} | peers {peers} | ETA {timeLeft}',
+        hideCursor: true,
+        barsize: 30,
+      },
+      cliProgress.Presets.shades_classic,
+    )
+    let started = false
+    return {
+      update(s: TorrentStatus) {
+        const fields = { name: s.name, state: s.state, down: formatRate(s.downloadRate), up: formatRate(s.uploadRate), peers: s.peers, timeLeft: formatDuration(eta(s)) }
+        if (!started) {
+          bar.start(s.pieceCount, s.piecesDone, fields)
+          started = true
+        } else bar.update(s.piecesDone, fields)
+      },
+      stop: () => started && bar.stop(),
+    }
+  }
+  let last = 0
+  let lastState = ''
+  return {
+    update(s: TorrentStatus) {
+      const t = Date.now()
+      if (t - last < intervalMs && s.state === lastState) return
+      last = t
+      lastState = s.state
+      process.stderr.write(progressLine(s) + '\n')
+    },
+    stop() {},
+  }
+}
+
+function summary(s: TorrentStatus, ok: boolean, seconds: number) {
+  return {
+    ok,
+    infoHash: s.infoHash,
+    name: s.name,
+    target: s.target,
+    state: s.state,
+    error: s.error ?? null,
+    piecesDone: s.piecesDone,
+    pieceCount: s.pieceCount,
+    total: s.total,
+    downloaded: s.totalDownloaded,
+    uploaded: s.totalUploaded,
+    reused: s.totalReused,
+    checkRate: s.checkRate ?? null,
+    downloadSeconds: s.finishedAt ? (s.finishedAt - s.startedAt) / 1000 : null,
+    seconds,
+    doneReason: s.doneReason ?? null,
+    bans: s.bans,
+  }
+}
+
+function printHuman(r: ReturnType<typeof summary>, interrupted: string | undefined): void {
+  const out: string[] = []
+  if (r.ok) out.push(`deployed ${r.name} to ${r.target}: ${r.piecesDone}/${r.pieceCount} pieces verified and flushed`)
+  else out.push(`deploy of ${r.name} to ${r.target} FAILED: ${interrupted ?? r.error ?? `stopped at ${r.piecesDone}/${r.pieceCount} pieces`}`)
+  out.push(`  downloaded  ${formatBytes(r.downloaded)} (${r.downloaded} bytes)`)
+  out.push(`  uploaded    ${formatBytes(r.uploaded)} (${r.uploaded} bytes)`)
+  const check = r.checkRate === null ? '' : ` (resume check at ${formatRate(r.checkRate)})`
+  out.push(`  re-used     ${formatBytes(r.reused)} (${r.reused} bytes) already on the target${check}`)
+  const dl = r.downloadSeconds === null ? 'not finished' : `${r.downloadSeconds.toFixed(1)} s to finish`
+  out.push(`  time        ${dl}, ${r.seconds.toFixed(1)} s in all${r.doneReason ? ` (stopped seeding: ${r.doneReason})` : ''}`)
+  for (const b of r.bans) out.push(`  banned      ${b.peer}: ${b.reason}`)
+  process.stdout.write(out.join('\n') + '\n')
+}
+
+export function registerDeploy(program: Command): void {
+  const cmd = program
+    .command('deploy')
+    .description('download an extent torrent onto a target, verify and flush it, seed a while, exit 0 only if all is on the target')
+    .argument('<torrent>', '.torrent file')
+    .argument('<target>', 'block device, partition or image file to write')
+  addSwarmOptions(cmd)
+    .option('--seed-ratio <r>', 'after finishing, seed until uploaded >= R × size')
+    .option('--seed-idle <seconds>', 'after finishing, seed until no upload for this long (0: stop at once)', '10')
+    .option('--force', 'write to a target that is mounted or otherwise in use')
+    .option('--sequential', 'download pieces in order instead of rarest first')
+    .option('--skip-check', 'the target holds nothing of the image (a fresh disk): do not check it, download everything')
+    .option('--create-image', "create TARGET as a sparse image file of the torrent's target size if it does not exist")
+    .option('--progress-interval <seconds>', 'seconds between progress lines when not on a terminal', '2')
+    .option('--json', 'print the result as one JSON object')
+    .action(async (torrentPath: string, target: string, flags: DeployFlags) => {
+      const torrent = await loadTorrentFile(torrentPath)
+      if (flags.createImage && !existsSync(target)) {
+        await createImageFile(target, torrent.meta.targetSize ?? extentsEnd(torrent.extents))
+      }
+      const seedRatio = optionalNumber(flags.seedRatio, '--seed-ratio')
+      const seedIdle = optionalNumber(flags.seedIdle, '--seed-idle')
+      const interval = (optionalNumber(flags.progressInterval, '--progress-interval') ?? 2) * 1000
+      const log = makeLogger(flags.logLevel ?? 'warn')
+      const started = Date.now()
+      const session = await Session.start(sessionOptions(flags, log))
+      const progress = progressReporter(!flags.json && process.stderr.isTTY === true, interval)
+
+      let stopSignal: NodeJS.Signals | undefined
+      let wake: () => void = () => {}
+      const removeSignals = onStopSignal((sig) => {
+        stopSignal = sig
+        wake()
+      })
+      const settled = (s: TorrentStatus | undefined) => !s || s.state === 'error' || s.done
+      let final: TorrentStatus | undefined
+      try {
+        const added = await session.add(torrent, { target, force: flags.force, sequential: flags.sequential, skipCheck: flags.skipCheck, seedRatio, seedIdle })
+        const hash = added.infoHash
+        await new Promise<void>((resolve) => {
+          const check = () => {
+            const s = session.get(hash)
+            if (s) progress.update(s)
+            if (stopSignal || settled(s)) {
+              session.off('change', onChange)
+              clearInterval(timer)
+              resolve()
+            }
+          }
+          const onChange = (s: TorrentStatus) => {
+            if (s.infoHash === hash) check()
+          }
+          const timer = setInterval(check, Math.min(interval, 1000))
+          session.on('change', onChange)
+          wake = check
+          check()
+        })
+        final = session.get(hash)
+      } finally {
+        progress.stop()
+        removeSignals()
+        try {
+          await session.close()
+        } catch (err) {
+          process.stderr.write(`blockswarm: ${(err as Error).message}\n`)
+          if (final && final.state !== 'error') final = { ...final, state: 'error', error: (err as Error).message }
+        }
+      }
+      if (!final) throw new Error('the torrent disappeared from the session')
+      const ok = !stopSignal && final.state !== 'error' && final.piecesDone === final.pieceCount && final.finishedAt !== undefined
+      const interrupted = stopSignal ? `interrupted by ${stopSignal} at ${final.piecesDone}/${final.pieceCount} pieces` : undefined
+      const r = summary(final, ok, (Date.now() - started) / 1000)
+      if (flags.json) process.stdout.write(JSON.stringify(interrupted ? { ...r, error: interrupted } : r, null, 2) + '\n')
+      else printHuman(r, interrupted)
+      if (!ok) process.exitCode = stopSignal ? signalExitCode(stopSignal) : 1
+    })
+}

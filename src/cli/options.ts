@@ -1,0 +1,105 @@
+/**
+ * The swarm flags shared by `daemon`, `seed` and `deploy` (one spelling for
+ * all three), turned into Session options; and the pino logger on stderr.
+ */
+import { type Command, Option } from 'commander'
+import pino, { type Logger } from 'pino'
+import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UPLOADS, DEFAULT_PORT, type SessionOptions } from '../session/session.js'
+import { parsePeerAddress } from '../swarm/peer-dialer.js'
+import { DEFAULT_SLOW_START } from '../swarm/slow-start.js'
+import { parseSize } from '../util/size.js'
+
+export interface SwarmFlags {
+  port: string
+  bind?: string
+  peer: string[]
+  memory: string
+  maxUploads?: string
+  maxConnections?: string
+  uploadRate?: string
+  slowStart?: boolean
+  slowStartPeriod: string
+  slowStartStep: string
+  hashThreads?: string
+  logLevel?: string
+}
+
+/** Collect a repeatable option's values. */
+export function collect(value: string, previous: string[]): string[] {
+  return [...previous, value]
+}
+
+/** Add the shared swarm flags to a command. */
+export function addSwarmOptions(cmd: Command): Command {
+  return cmd
+    .option('--port <n>', 'BitTorrent listen port (0: any free port)', String(DEFAULT_PORT))
+    .option('--bind <addr>', 'local address to listen on and connect from (default: all)')
+    .option('--peer <host:port>', 'a peer to connect to, for networks without a tracker (repeatable)', collect, [])
+    .option('--memory <size>', 'memory for in-flight pieces and the upload cache', '64M')
+    .option('--max-uploads <n>', `unchoke slots per torrent (default ${DEFAULT_MAX_UPLOADS})`)
+    .option('--max-connections <n>', `peer connections per torrent (default ${DEFAULT_MAX_CONNECTIONS})`)
+    .option('--upload-rate <size>', 'upload limit per second for the whole session, e.g. 100M (default: none)')
+    .option('--slow-start', 'ramp the upload cap up from the first upload, step by step')
+    .option('--slow-start-period <seconds>', 'slow start: seconds per step', String(DEFAULT_SLOW_START.period / 1000))
+    .option('--slow-start-step <size>', 'slow start: cap growth per step, per second', `${DEFAULT_SLOW_START.step / 1024 / 1024}M`)
+    .option('--hash-threads <n>', 'worker threads hashing pieces (0: the main thread; default 1 when there are 2 or more cores)')
+    .addOption(new Option('--log-level <level>', 'log level (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+}
+
+function wholeNumber(text: string, flag: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = Number(text)
+  if (!/^\d+$/.test(text.trim()) || n < min || n > max) throw new Error(`${flag} ${JSON.stringify(text)} must be a whole number from ${min} to ${max}`)
+  return n
+}
+
+function size(text: string, flag: string): number {
+  try {
+    return parseSize(text)
+  } catch (err) {
+    throw new Error(`${flag}: ${(err as Error).message}`)
+  }
+}
+
+/** Check a list of --peer values, naming the bad one. */
+export function checkPeers(peers: readonly string[]): string[] {
+  for (const p of peers) {
+    try {
+      parsePeerAddress(p)
+    } catch (err) {
+      throw new Error(`--peer: ${(err as Error).message}`)
+    }
+  }
+  return [...peers]
+}
+
+/** A positive ratio or a number of seconds from a flag, or undefined when absent. */
+export function optionalNumber(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined
+  const n = Number(text)
+  if (text.trim() === '' || !Number.isFinite(n) || n < 0) throw new Error(`${flag} ${JSON.stringify(text)} must be a number >= 0`)
+  return n
+}
+
+export function makeLogger(level: string): Logger {
+  return pino({ level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }))
+}
+
+export function sessionOptions(flags: SwarmFlags, log: Logger): SessionOptions {
+  return {
+    port: wholeNumber(flags.port, '--port', 0, 65535),
+    bind: flags.bind,
+    peers: checkPeers(flags.peer),
+    memory: size(flags.memory, '--memory'),
+    maxUploads: flags.maxUploads === undefined ? undefined : wholeNumber(flags.maxUploads, '--max-uploads', 1),
+    maxConnections: flags.maxConnections === undefined ? undefined : wholeNumber(flags.maxConnections, '--max-connections', 1),
+    uploadRate: flags.uploadRate === undefined ? undefined : size(flags.uploadRate, '--upload-rate'),
+    slowStart: flags.slowStart
+      ? {
+          period: wholeNumber(flags.slowStartPeriod, '--slow-start-period', 1) * 1000,
+          step: size(flags.slowStartStep, '--slow-start-step'),
+        }
+      : undefined,
+    hashThreads: flags.hashThreads === undefined ? undefined : wholeNumber(flags.hashThreads, '--hash-threads', 0, 64),
+    log,
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * `blockswarm seed TORRENT SOURCE`: seed a golden image (device, image file or
+ * extents directory) in seeding mode, trusted without hashing, until
+ * stopped; optionally with an HTTP tracker in the same process.
+ */
+import type { Command } from 'commander'
+import { Server } from 'bittorrent-tracker'
+import type { Logger } from 'pino'
+import { Session } from '../session/session.js'
+import type { TorrentStatus } from '../session/status.js'
+import type { ExtentTorrent } from '../torrent/metainfo.js'
+import { loadTorrentFile } from './inspect.js'
+import { addSwarmOptions, makeLogger, sessionOptions, type SwarmFlags } from './options.js'
+import { onStopSignal } from './shutdown.js'
+
+interface SeedFlags extends SwarmFlags {
+  trackerEmbedded?: string | true
+  trackerInterval: string
+  force?: boolean
+}
+
+export const DEFAULT_TRACKER_PORT = 6969
+
+/** An HTTP tracker (bittorrent-tracker's Server) for this torrent only, on `host`:`port`. */
+async function startTracker(torrent: ExtentTorrent, host: string, port: number, intervalMs: number, log: Logger): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = new Server({
+    http: true,
+    udp: false,
+    ws: false,
+    stats: false,
+    interval: intervalMs,
+    filter: (infoHash, _params, cb) =>
+      cb(infoHash === torrent.infoHash ? null : new Error(`this tracker only serves ${torrent.name} (${torrent.infoHash})`)),
+  })
+  server.on('warning', (err: Error) => log.debug({ err: err.message }, 'tracker warning'))
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new Error(`cannot start the embedded tracker on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : (err.code ?? err.message)}`)),
+    )
+    server.listen(port, host, () => resolve())
+  })
+  server.on('error', (err: Error) => log.error({ err: err.message }, 'embedded tracker error'))
+  const addr = server.http?.address()
+  const actual = typeof addr === 'object' && addr ? addr.port : port
+  const shown = host.includes(':') ? `[${host}]` : host
+  return { url: `http://${shown}:${actual}/announce`, close: () => new Promise((r) => server.close(() => r())) }
+}
+
+export function registerSeed(program: Command): void {
+  const cmd = program
+    .command('seed')
+    .description('seed a golden image (device, image file or extents directory) without hashing it, until stopped')
+    .argument('<torrent>', '.torrent file')
+    .argument('<source>', 'the device, image file or extents directory the torrent was made from')
+  addSwarmOptions(cmd)
+    .option('--tracker-embedded [port]', `run an HTTP tracker in this process (on --bind or 127.0.0.1, default port ${DEFAULT_TRACKER_PORT}) and announce to it`)
+    .option('--tracker-interval <seconds>', 'announce interval the embedded tracker asks of clients', '30')
+    .option('--force', 'seed from a device mounted read-write (its content may change while seeded)')
+    .action(async (torrentPath: string, source: string, flags: SeedFlags) => {
+      const torrent = await loadTorrentFile(torrentPath)
+      const log = makeLogger(flags.logLevel ?? 'info')
+      let tracker: Awaited<ReturnType<typeof startTracker>> | undefined
+      if (flags.trackerEmbedded !== undefined) {
+        const port = flags.trackerEmbedded === true ? DEFAULT_TRACKER_PORT : Number(flags.trackerEmbedded)
+        if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--tracker-embedded ${JSON.stringify(flags.trackerEmbedded)} is not a port`)
+        const seconds = Number(flags.trackerInterval)
+        if (!Number.isFinite(seconds) || seconds < 1) throw new Error(`--tracker-interval ${JSON.stringify(flags.trackerInterval)} must be at least 1 second`)
+        tracker = await startTracker(torrent, flags.bind ?? '127.0.0.1', port, seconds * 1000, log)
+      }
+      let session: Session
+      try {
+        session = await Session.start(sessionOptions(flags, log))
+      } catch (err) {
+        await tracker?.close()
+        throw err
+      }
+      let status: TorrentStatus
+      try {
+        status = await session.add(torrent, { target: source, seedingMode: true, force: flags.force, trackers: tracker ? [tracker.url] : [] })
+      } catch (err) {
+        await session.close()
+        await tracker?.close()
+        throw err
+      }
+      const lines = [
+        `seeding ${torrent.name} from ${source}`,
+        `  info-hash   ${torrent.infoHash}`,
+        `  peer port   ${session.port}${flags.bind ? ` on ${flags.bind}` : ''}`,
+      ]
+      if (tracker) lines.push(`  tracker     ${tracker.url} (embedded${flags.bind ? '' : '; loopback only: give --bind ADDR for other machines'})`)
+      for (const t of torrent.trackers) lines.push(`  announce    ${t}`)
+      lines.push(`opentracker whitelist line (for Debian's opentracker built with the whitelist):`, torrent.infoHash)
+      process.stdout.write(lines.join('\n') + '\n')
+
+      const code = await new Promise<number>((resolve) => {
+        const statusTimer = setInterval(() => {
+          const s = session.get(status.infoHash)
+          if (s) log.info({ state: s.state, peers: s.peers, uploadRate: Math.round(s.uploadRate), uploaded: s.totalUploaded, bans: s.bans.length }, 'status')
+        }, 30_000)
+        const onChange = (s: TorrentStatus) => {
+          if (s.state === 'error') {
+            process.stderr.write(`blockswarm: seeding ${s.name} stopped: ${s.error}\n`)
+            finish(1)
+          }
+        }
+        const finish = (c: number) => {
+          clearInterval(statusTimer)
+          session.off('change', onChange)
+          removeSignals()
+          resolve(c)
+        }
+        session.on('change', onChange)
+        const removeSignals = onStopSignal((sig) => {
+          log.info({ signal: sig }, 'stopping')
+          finish(0)
+        })
+      })
+      await session.close()
+      await tracker?.close()
+      process.exitCode = code
+    })
+}

@@ -1,0 +1,68 @@
+/**
+ * What a session reports about each torrent: plain data (numbers, strings,
+ * times as ms since the epoch), the same for the CLI, logs and gRPC.
+ */
+export type TorrentState = 'checking' | 'downloading' | 'seeding' | 'finished' | 'paused' | 'error'
+
+export interface PeerStatus {
+  /** "ip:port" (the peer's listen port when known). */
+  readonly address: string
+  /** 40 hex digits. */
+  readonly peerId: string
+  readonly client?: string
+  /** Payload bytes/s from / to this peer. */
+  readonly downloadRate: number
+  readonly uploadRate: number
+  readonly isSeed: boolean
+  /** We choke it (it may not download from us). */
+  readonly choked: boolean
+  /** It wants data from us. */
+  readonly interested: boolean
+  readonly direction: 'in' | 'out'
+}
+
+export interface BanStatus {
+  readonly peer: string
+  readonly reason: string
+}
+
+export interface TorrentStatus {
+  readonly infoHash: string
+  readonly name: string
+  readonly target: string
+  readonly state: TorrentState
+  /** Set when state is 'error': what went wrong and where. */
+  readonly error?: string
+  /** Verified bytes / total, 0..1. */
+  readonly progress: number
+  /** Bytes the torrent covers (stays the size while seeding). */
+  readonly total: number
+  /** Verified bytes held on the target. */
+  readonly totalDone: number
+  readonly piecesDone: number
+  readonly pieceCount: number
+  /** Payload bytes/s. */
+  readonly downloadRate: number
+  readonly uploadRate: number
+  /** Payload bytes since the torrent was added (duplicates and failed pieces included). */
+  readonly totalDownloaded: number
+  readonly totalUploaded: number
+  /** Bytes found valid on the target by the resume check (not downloaded). */
+  readonly totalReused: number
+  /** Connected peers, and how many of them are seeds. */
+  readonly peers: number
+  readonly seeds: number
+  readonly startedAt: number
+  readonly finishedAt?: number
+  readonly lastUpload?: number
+  readonly lastDownload?: number
+  /** Speed of the resume check, bytes/s (when one ran). */
+  readonly checkRate?: number
+  readonly paused: boolean
+  /** The done policy was met (the torrent stopped seeding). */
+  readonly done: boolean
+  /** Why it is done, when it is. */
+  readonly doneReason?: string
+  readonly bans: readonly BanStatus[]
+  readonly peerList: readonly PeerStatus[]
+}

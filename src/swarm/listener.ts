@@ -1,0 +1,76 @@
+/**
+ * The session's one TCP listener for incoming peers. A connection is routed
+ * to its torrent by the info-hash in the peer's handshake; a handshake for a
+ * torrent the session does not serve closes the connection.
+ */
+import { createServer, type Server, type Socket } from 'node:net'
+import type { Logger } from 'pino'
+import { PeerConnection } from './peer-connection.js'
+
+/** Finds the torrent for an info-hash: returns its handler, or undefined. */
+export type Router = (infoHash: string) => ((conn: PeerConnection) => void) | undefined
+
+/** Connections still waiting for their handshake, at most. */
+const MAX_UNROUTED = 256
+
+export class Listener {
+  private readonly unrouted = new Set<PeerConnection>()
+
+  private constructor(
+    private readonly server: Server,
+    private readonly route: Router,
+    private readonly log: Logger,
+  ) {
+    server.on('connection', (socket) => this.accept(socket))
+  }
+
+  /** Listen on `bind`:`port` (port 0: any free port). Throws a clear error when the port is taken. */
+  static open(port: number, bind: string | undefined, route: Router, log: Logger): Promise<Listener> {
+    const server = createServer({ noDelay: true })
+    return new Promise((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        const where = `${bind ?? '0.0.0.0'}:${port}`
+        if (err.code === 'EADDRINUSE') reject(new Error(`cannot listen for peers on ${where}: the port is in use (choose another with --port)`))
+        else if (err.code === 'EADDRNOTAVAIL') reject(new Error(`cannot listen for peers on ${where}: no such local address (check --bind)`))
+        else reject(new Error(`cannot listen for peers on ${where}: ${err.code ?? err.message}`))
+      })
+      server.listen({ port, host: bind }, () => {
+        server.removeAllListeners('error')
+        server.on('error', (err) => log.error({ err: err.message }, 'peer listener error'))
+        resolve(new Listener(server, route, log))
+      })
+    })
+  }
+
+  get port(): number {
+    const a = this.server.address()
+    return typeof a === 'object' && a ? a.port : 0
+  }
+
+  private accept(socket: Socket): void {
+    const ip = socket.remoteAddress?.replace(/^::ffff:/, '')
+    if (!ip || this.unrouted.size >= MAX_UNROUTED) {
+      socket.destroy()
+      return
+    }
+    const conn = new PeerConnection(socket, 'in', ip, socket.remotePort ?? 0)
+    this.unrouted.add(conn)
+    conn.once('close', () => this.unrouted.delete(conn))
+    conn.wire.once('handshake', (infoHash: string) => {
+      this.unrouted.delete(conn)
+      const handler = this.route(infoHash)
+      if (!handler) {
+        this.log.debug({ peer: conn.address, infoHash }, 'incoming peer for an unknown torrent')
+        conn.close('unknown torrent')
+        return
+      }
+      handler(conn)
+    })
+  }
+
+  /** Stop accepting; connections already handed to torrents are theirs to close. */
+  close(): Promise<void> {
+    for (const conn of this.unrouted) conn.close('session closing')
+    return new Promise((resolve) => this.server.close(() => resolve()))
+  }
+}

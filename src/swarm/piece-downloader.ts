@@ -1,0 +1,260 @@
+/**
+ * Downloading pieces block by block: which block to ask each peer for (open
+ * pieces first, then the rarest new piece if the memory budget allows, then
+ * endgame duplicates), what to do with each block that arrives, and the
+ * path of a complete piece: SHA-1 check, then the store, then "have". A
+ * piece that fails its hash goes back to missing and its senders are
+ * blamed (HashBlame). When the hash/write queue falls behind, socket reads
+ * are paused.
+ */
+import type { Logger } from 'pino'
+import type { PieceStore } from '../storage/types.js'
+import { type ExtentTorrent, pieceHash } from '../torrent/metainfo.js'
+import { pieceSize } from '../torrent/piece-map.js'
+import { ActivePiece } from './active-piece.js'
+import type { PeerIdentity } from './ban-list.js'
+import { HashBlame } from './hash-blame.js'
+import type { MemoryBudget } from './memory-budget.js'
+import type { PeerConnection } from './peer-connection.js'
+import type { PiecePicker } from './piece-picker.js'
+import type { PieceSet } from './piece-set.js'
+import type { PieceVerifier } from './piece-verifier.js'
+
+/** Endgame: how many peers may be asked for the same block. */
+const ENDGAME_ASKERS = 2
+
+export interface DownloaderHooks {
+  /** Whether blocks may be requested now (the torrent is online and incomplete). */
+  readonly canRequest: () => boolean
+  readonly peers: () => Iterable<PeerConnection>
+  /** A piece was verified, written and added to `have`. */
+  readonly onPiece: (index: number) => Promise<void>
+  readonly onBan: (who: PeerIdentity, reason: string) => void
+  /** The store failed: the torrent cannot go on. */
+  readonly onError: (err: Error) => void
+}
+
+export class PieceDownloader {
+  private readonly active = new Map<number, ActivePiece<PeerConnection>>()
+  /** Active pieces with blocks nobody has been asked for, oldest first. */
+  private readonly open = new Set<ActivePiece<PeerConnection>>()
+  private readonly blame = new HashBlame()
+  /** Bytes of pieces being hashed or written. */
+  private writing = 0
+  private paused = false
+  private memoryStarved = false
+  private fillScheduled = false
+  private readonly jobs = new Set<Promise<void>>()
+  private readonly onMemory = () => {
+    if (!this.memoryStarved) return
+    this.memoryStarved = false
+    this.fillAll()
+  }
+
+  constructor(
+    private readonly torrent: ExtentTorrent,
+    private readonly store: PieceStore,
+    private readonly have: PieceSet,
+    private readonly picker: PiecePicker,
+    private readonly budget: MemoryBudget,
+    private readonly verifier: PieceVerifier,
+    private readonly log: Logger,
+    private readonly hooks: DownloaderHooks,
+  ) {
+    budget.on('available', this.onMemory)
+  }
+
+  /** Socket reads are paused because the disk is behind (new peers start paused too). */
+  get readsPaused(): boolean {
+    return this.paused
+  }
+
+  fillAll(): void {
+    for (const p of this.hooks.peers()) this.fill(p)
+  }
+
+  /** fillAll once, soon: after a burst of dropped requests (a choke fails them all at once). */
+  scheduleFill(): void {
+    if (this.fillScheduled) return
+    this.fillScheduled = true
+    setImmediate(() => {
+      this.fillScheduled = false
+      this.fillAll()
+    })
+  }
+
+  /** Keep `conn.depth` blocks requested from a peer that unchokes us. */
+  fill(conn: PeerConnection): void {
+    if (!this.hooks.canRequest() || conn.closed || !conn.wire.amInterested || conn.wire.peerChoking) return
+    while (conn.inflight.size < conn.depth) {
+      const next = this.nextBlock(conn)
+      if (!next) return
+      this.requestBlock(conn, next.piece, next.block)
+    }
+  }
+
+  private nextBlock(conn: PeerConnection): { piece: ActivePiece<PeerConnection>; block: number } | undefined {
+    const pieces = conn.pieces!
+    const has = (i: number) => pieces.has(i)
+    for (const ap of this.open) {
+      if (!has(ap.index) || (ap.soleSource && ap.soleSource !== conn)) continue
+      const b = ap.nextMissing()
+      if (b >= 0) return { piece: ap, block: b }
+    }
+    if (this.picker.missing > 0) {
+      const index = this.picker.pick(has)
+      if (index === undefined) return undefined
+      const size = pieceSize(this.torrent.layout, index)
+      const buffer = this.budget.tryAlloc(size)
+      if (!buffer) {
+        this.memoryStarved = true
+        return undefined
+      }
+      const ap = new ActivePiece<PeerConnection>(index, size, buffer)
+      // fetched again after a hash failure with several senders: from one peer only, to know whom to blame
+      if (this.blame.isSuspect(index)) ap.soleSource = conn
+      this.active.set(index, ap)
+      this.open.add(ap)
+      this.picker.setActive(index)
+      return { piece: ap, block: ap.nextMissing() }
+    }
+    // endgame: every missing piece is in progress; ask for blocks already asked of others
+    for (const ap of this.active.values()) {
+      if (!has(ap.index) || (ap.soleSource && ap.soleSource !== conn)) continue
+      const b = ap.nextDuplicate(conn, ENDGAME_ASKERS)
+      if (b >= 0) return { piece: ap, block: b }
+    }
+    return undefined
+  }
+
+  private requestBlock(conn: PeerConnection, ap: ActivePiece<PeerConnection>, block: number): void {
+    ap.markRequested(block, conn)
+    if (ap.missing === 0) this.open.delete(ap)
+    const index = ap.index
+    conn.inflight.set(`${index}:${block}`, { index, block })
+    conn.wire.request(index, ap.blockOffset(block), ap.blockLength(block), (err, data) => this.onBlock(conn, index, block, err, data))
+  }
+
+  private onBlock(conn: PeerConnection, index: number, block: number, err: Error | null, data?: Uint8Array): void {
+    conn.inflight.delete(`${index}:${block}`)
+    const ap = this.active.get(index)
+    if (err || !data) {
+      if (ap?.dropRequest(block, conn)) {
+        this.open.add(ap)
+        this.scheduleFill()
+      }
+      return
+    }
+    if (!ap) return // finished meanwhile (an endgame duplicate) or dropped
+    if (data.length !== ap.blockLength(block)) return conn.close(`protocol error: block ${index}:${block} of ${data.length} bytes`)
+    const others = ap.receive(block, data, conn)
+    if (!others) return
+    for (const o of others) {
+      o.inflight.delete(`${index}:${block}`)
+      if (!o.closed) o.wire.cancel(index, ap.blockOffset(block), ap.blockLength(block))
+    }
+    if (ap.complete) this.complete(ap)
+    this.fill(conn)
+  }
+
+  /** The peer is gone: what it was asked for goes back to missing. */
+  peerGone(conn: PeerConnection): void {
+    for (const { index, block } of conn.inflight.values()) {
+      const ap = this.active.get(index)
+      if (ap?.dropRequest(block, conn)) this.open.add(ap)
+    }
+    conn.inflight.clear()
+  }
+
+  /** A request went unanswered too long: take back (and cancel) everything asked of this peer. */
+  snubbed(conn: PeerConnection): void {
+    for (const [key, { index, block }] of [...conn.inflight]) {
+      conn.inflight.delete(key)
+      const ap = this.active.get(index)
+      if (!ap) continue
+      if (ap.dropRequest(block, conn)) this.open.add(ap)
+      conn.wire.cancel(index, ap.blockOffset(block), ap.blockLength(block))
+    }
+    this.fillAll()
+  }
+
+  /** The peer was banned: drop every block it sent to pieces still in progress. */
+  discardFrom(conn: PeerConnection): void {
+    for (const ap of this.active.values()) if (ap.discardFrom(conn) > 0) this.open.add(ap)
+  }
+
+  /** Going offline: drop the pieces in progress (their buffers go back to the budget). */
+  abort(): void {
+    for (const ap of this.active.values()) {
+      this.budget.free(ap.buffer)
+      this.picker.setMissing(ap.index)
+    }
+    this.active.clear()
+    this.open.clear()
+  }
+
+  private complete(ap: ActivePiece<PeerConnection>): void {
+    this.active.delete(ap.index)
+    this.open.delete(ap)
+    this.writing += ap.length
+    this.updateReadPause()
+    const job = this.verifyAndWrite(ap).then((buffer) => {
+      this.writing -= ap.length
+      if (buffer) this.budget.free(buffer)
+      else this.budget.give(ap.length)
+      this.updateReadPause()
+    })
+    this.jobs.add(job)
+    void job.finally(() => this.jobs.delete(job))
+  }
+
+  /** Hash, then write if it matches; resolves with the piece buffer to free (undefined if it was lost with a failed hashing worker). */
+  private async verifyAndWrite(ap: ActivePiece<PeerConnection>): Promise<Buffer | undefined> {
+    const index = ap.index
+    let data: Buffer | undefined
+    try {
+      const hashed = await this.verifier.hash(ap.buffer)
+      data = hashed.data
+      if (!hashed.digest.equals(pieceHash(this.torrent, index))) {
+        this.picker.setMissing(index)
+        const culprits = this.blame.failed(ap, data)
+        this.log.warn({ piece: index, senders: ap.contributors().map((p) => p.address) }, 'piece failed its hash check; fetching it again')
+        for (const who of culprits) this.hooks.onBan(who, `sent data for piece ${index} that failed its SHA-1 check`)
+        this.fillAll()
+        return data
+      }
+      for (const who of this.blame.passed(index, data)) this.hooks.onBan(who, `sent a corrupt block of piece ${index} (found when the piece passed)`)
+      await this.store.writePiece(index, data)
+    } catch (err) {
+      this.picker.setMissing(index)
+      this.hooks.onError(err as Error)
+      return data
+    }
+    this.have.add(index)
+    this.picker.setDone(index)
+    await this.hooks.onPiece(index)
+    return data
+  }
+
+  /**
+   * The hash/write queue holds over 3/4 of the budget: the disk is behind.
+   * Stop reading sockets (TCP then pushes back on the peers) until it is
+   * down to half.
+   */
+  private updateReadPause(): void {
+    const capacity = this.budget.capacity
+    if (!this.paused && this.writing > (capacity * 3) / 4) {
+      this.paused = true
+      for (const p of this.hooks.peers()) p.pauseReads()
+    } else if (this.paused && this.writing <= capacity / 2) {
+      this.paused = false
+      for (const p of this.hooks.peers()) p.resumeReads()
+    }
+  }
+
+  /** Wait for pieces being hashed or written; stop listening to the budget. */
+  async close(): Promise<void> {
+    this.budget.off('available', this.onMemory)
+    while (this.jobs.size > 0) await Promise.allSettled([...this.jobs])
+  }
+}

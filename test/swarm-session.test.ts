@@ -1,0 +1,189 @@
+/**
+ * The Session as a library: several torrents in one session, each with its
+ * own target, over real TCP on 127.0.0.1 and real files; a "gaps must be
+ * zero" torrent zeroes its gaps and leaves a "don't care" one's alone; bad
+ * adds are refused with a code and a message and disturb nothing; remove
+ * never touches the target's data; pause and resume.
+ */
+import { createHash } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { Session, SessionError } from '../src/session/session.js'
+import type { TorrentStatus } from '../src/session/status.js'
+import { gapsOf } from '../src/torrent/extents.js'
+import { buildTorrent, type ExtentTorrent, type GapPolicy } from '../src/torrent/metainfo.js'
+import { cleanupAll, onCleanup, pseudoRandom, tempDir } from './helpers/sys.js'
+
+const KiB = 1024
+
+async function freePort(): Promise<number> {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000)
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = createServer()
+      s.once('error', () => resolve(false))
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
+    })
+    if (ok) return port
+  }
+}
+
+async function startSession(opts: Parameters<typeof Session.start>[0] = {}): Promise<Session> {
+  const s = await Session.start({ port: await freePort(), bind: '127.0.0.1', ...opts })
+  onCleanup(() => s.close())
+  return s
+}
+
+/** An image of `size` pseudo-random bytes and a torrent over some extents of it (with gaps between). */
+function makeImage(size: number, seed: number, gaps: GapPolicy, name: string): { image: Buffer; torrent: ExtentTorrent; raw: Buffer } {
+  const image = pseudoRandom(size, seed)
+  const extents = [
+    { offset: 4 * KiB, length: 300 * KiB + 17 },
+    { offset: 512 * KiB, length: 64 * KiB },
+    { offset: 700 * KiB, length: size - 700 * KiB - 3 * KiB },
+  ]
+  const pieceLength = 64 * KiB
+  const stream = Buffer.concat(extents.map((e) => image.subarray(e.offset, e.offset + e.length)))
+  const pieces: Buffer[] = []
+  for (let at = 0; at < stream.length; at += pieceLength) pieces.push(createHash('sha1').update(stream.subarray(at, at + pieceLength)).digest())
+  const { buffer, torrent } = buildTorrent({ name, pieceLength, pieces: Buffer.concat(pieces), extents, meta: { gaps, targetSize: size } })
+  return { image, torrent, raw: buffer }
+}
+
+/** Resolves with the torrent's status once `pred` holds (checked on every change and every 200 ms). */
+function waitStatus(session: Session, hash: string, pred: (s: TorrentStatus) => boolean, what: string, timeoutMs = 60_000): Promise<TorrentStatus> {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const s = session.get(hash)
+      if (s && pred(s)) {
+        done()
+        resolve(s)
+      } else if (s?.state === 'error') {
+        done()
+        reject(new Error(`${what}: torrent error: ${s.error}`))
+      }
+    }
+    const timer = setInterval(check, 200)
+    const deadline = setTimeout(() => {
+      done()
+      reject(new Error(`${what}: timed out; status ${JSON.stringify(session.get(hash))}`))
+    }, timeoutMs)
+    const done = () => {
+      clearInterval(timer)
+      clearTimeout(deadline)
+      session.off('change', check)
+    }
+    session.on('change', check)
+    check()
+  })
+}
+
+afterEach(cleanupAll)
+
+describe('Session', () => {
+  it('runs several torrents at once, each onto its own target; zero-gap torrents get zeroed gaps, others keep theirs', async () => {
+    const dir = await tempDir('bsw-session-')
+    const size = 1024 * KiB
+    const a = makeImage(size, 7, 'dont-care', 'disk-a')
+    const b = makeImage(size, 8, 'zero', 'disk-b')
+    const stale = Buffer.alloc(size, 0x5a)
+    const paths = { goldA: join(dir, 'gold-a.img'), goldB: join(dir, 'gold-b.img'), dstA: join(dir, 'dst-a.img'), dstB: join(dir, 'dst-b.img') }
+    await writeFile(paths.goldA, a.image)
+    await writeFile(paths.goldB, b.image)
+    await writeFile(paths.dstA, stale)
+    await writeFile(paths.dstB, stale)
+
+    const seeder = await startSession()
+    await seeder.add(a.raw, { target: paths.goldA, seedingMode: true })
+    await seeder.add(b.torrent, { target: paths.goldB, seedingMode: true })
+    expect(seeder.status().map((s) => s.state)).toEqual(['seeding', 'seeding'])
+
+    const leecher = await startSession({ peers: [`127.0.0.1:${seeder.port}`], memory: 2 * 1024 * KiB })
+    await leecher.add(a.raw, { target: paths.dstA, seedIdle: 0 })
+    await leecher.add(b.raw, { target: paths.dstB, seedIdle: 0 })
+    const [sa, sb] = await Promise.all([
+      waitStatus(leecher, a.torrent.infoHash, (s) => s.done, 'torrent A done'),
+      waitStatus(leecher, b.torrent.infoHash, (s) => s.done, 'torrent B done'),
+    ])
+    for (const s of [sa, sb]) {
+      expect(s.state).toBe('finished')
+      expect(s.piecesDone).toBe(s.pieceCount)
+      expect(s.progress).toBe(1)
+      expect(s.totalDownloaded).toBeGreaterThanOrEqual(s.total)
+      expect(s.bans).toEqual([])
+    }
+    const dstA = await readFile(paths.dstA)
+    const dstB = await readFile(paths.dstB)
+    for (const e of a.torrent.extents) expect(dstA.subarray(e.offset, e.offset + e.length).equals(a.image.subarray(e.offset, e.offset + e.length))).toBe(true)
+    for (const e of b.torrent.extents) expect(dstB.subarray(e.offset, e.offset + e.length).equals(b.image.subarray(e.offset, e.offset + e.length))).toBe(true)
+    for (const g of gapsOf(a.torrent.extents, size)) expect(dstA.subarray(g.offset, g.offset + g.length).equals(stale.subarray(0, g.length))).toBe(true)
+    for (const g of gapsOf(b.torrent.extents, size)) expect(dstB.subarray(g.offset, g.offset + g.length).equals(Buffer.alloc(g.length))).toBe(true)
+
+    // the seeder saw the uploads, per torrent
+    const up = seeder.status().map((s) => s.totalUploaded)
+    expect(up[0]).toBeGreaterThanOrEqual(a.torrent.totalLength)
+    expect(up[1]).toBeGreaterThanOrEqual(b.torrent.totalLength)
+  })
+
+  it('refuses bad adds with a code and a message, and the torrents already there carry on', async () => {
+    const dir = await tempDir('bsw-session-')
+    const size = 1024 * KiB
+    const a = makeImage(size, 9, 'dont-care', 'disk-a')
+    const c = makeImage(size, 10, 'dont-care', 'disk-c')
+    const gold = join(dir, 'gold.img')
+    await writeFile(gold, a.image)
+    const session = await startSession()
+    await session.add(a.raw, { target: gold, seedingMode: true })
+
+    const refused = async (p: Promise<unknown>): Promise<SessionError> => {
+      const err = await p.then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(err).toBeInstanceOf(SessionError)
+      return err as SessionError
+    }
+    const dup = await refused(session.add(a.raw, { target: join(dir, 'other.img') }))
+    expect(dup.code).toBe('ALREADY_EXISTS')
+    expect(dup.message).toContain(a.torrent.infoHash)
+    const sameTarget = await refused(session.add(c.raw, { target: gold, seedingMode: true }))
+    expect(sameTarget.code).toBe('FAILED_PRECONDITION')
+    expect(sameTarget.message).toMatch(/already used by torrent/)
+    const garbage = await refused(session.add(Buffer.from('d4:infod4:name1:xee'), { target: join(dir, 'x.img') }))
+    expect(garbage.code).toBe('INVALID_ARGUMENT')
+    const missing = await refused(session.add(c.raw, { target: join(dir, 'no-such-dir', 'x.img') }))
+    expect(missing.code).toBe('FAILED_PRECONDITION')
+    expect(missing.message).toContain('does not exist')
+    const badPeer = await refused(session.add(c.raw, { target: gold + '2', peers: ['nonsense'] }))
+    expect(badPeer.code).toBe('INVALID_ARGUMENT')
+    expect(badPeer.message).toContain('"nonsense"')
+    expect(() => session.status(['0'.repeat(40)])).toThrow(expect.objectContaining({ code: 'NOT_FOUND' }))
+    expect(() => session.pause('xyz')).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }))
+
+    expect(session.status().map((s) => [s.infoHash, s.state])).toEqual([[a.torrent.infoHash, 'seeding']])
+  })
+
+  it('pauses, resumes and removes a torrent without touching its target', async () => {
+    const dir = await tempDir('bsw-session-')
+    const size = 1024 * KiB
+    const a = makeImage(size, 12, 'zero', 'disk-a')
+    const target = join(dir, 'target.img')
+    const before = pseudoRandom(size, 99)
+    await writeFile(target, before)
+    const session = await startSession()
+    // nothing to download from: it checks, then waits for peers
+    await session.add(a.raw, { target })
+    const checked = await waitStatus(session, a.torrent.infoHash, (s) => s.state === 'downloading', 'checked')
+    expect(checked.piecesDone).toBe(0)
+    expect(checked.checkRate).toBeGreaterThan(0)
+    session.pause(a.torrent.infoHash)
+    expect(session.get(a.torrent.infoHash)).toMatchObject({ state: 'paused', paused: true, done: false })
+    session.resume(a.torrent.infoHash)
+    expect(session.get(a.torrent.infoHash)).toMatchObject({ state: 'downloading', paused: false })
+    await session.remove(a.torrent.infoHash)
+    expect(session.get(a.torrent.infoHash)).toBeUndefined()
+    expect((await readFile(target)).equals(before)).toBe(true)
+  })
+})
