@@ -97,6 +97,8 @@ function summary(s: TorrentStatus, ok: boolean, seconds: number) {
     reused: s.totalReused,
     checkRate: s.checkRate ?? null,
     downloadSeconds: s.finishedAt ? (s.finishedAt - s.startedAt) / 1000 : null,
+    /** Wall-clock time (ms since the epoch) when the last piece was verified and flushed. */
+    finishedAt: s.finishedAt ?? null,
     seconds,
     doneReason: s.doneReason ?? null,
     bans: s.bans,
