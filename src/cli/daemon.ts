@@ -4,19 +4,28 @@
  * command line too (--add TORRENT=TARGET, --seed TORRENT=SOURCE). Logs are
  * pino JSON lines on stderr; SIGTERM and SIGINT (or a Shutdown call) close
  * the session gracefully: peers closed, targets flushed.
+ *
+ * With --exit-when-done it also stops by itself once every torrent is done
+ * by its done policy (or failed), and then runs the then-action (--then,
+ * --then-command) for the torrents it had. Exit codes as for deploy: 0; 1 a
+ * torrent failed or the session did not close cleanly; 3 the then-action
+ * failed.
  */
 import type { Command } from 'commander'
 import { startControlServer } from '../control/server.js'
+import { serveSessionMetrics } from '../metrics/metrics-server.js'
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UPLOADS, Session } from '../session/session.js'
 import type { TorrentStatus } from '../session/status.js'
+import { type DeployOutcome, describeThenAction, EXIT_THEN_FAILED, runThenAction, type ThenChoice } from '../session/then-action.js'
 import { loadTorrentFile } from './inspect.js'
-import { addSwarmOptions, collect, makeLogger, optionalNumber, sessionOptions, type SwarmFlags } from './options.js'
+import { addSwarmOptions, addThenOptions, collect, makeLogger, optionalNumber, sessionOptions, type SwarmFlags, thenActionOf } from './options.js'
 import { addControlSecurityOptions, type ControlSecurityFlags, controlSecurityFrom } from './security-options.js'
 import { onStopSignal } from './shutdown.js'
 
 export const DEFAULT_CONTROL_ADDRESS = '127.0.0.1:50051'
 
-interface DaemonFlags extends SwarmFlags, ControlSecurityFlags {
+interface DaemonFlags extends SwarmFlags, ControlSecurityFlags, ThenChoice {
+  exitWhenDone?: boolean
   listen: string[]
   add: string[]
   seed: string[]
@@ -24,6 +33,17 @@ interface DaemonFlags extends SwarmFlags, ControlSecurityFlags {
   seedIdle?: string
   force?: boolean
   statusInterval: string
+}
+
+/** Every torrent has finished its life here: done by its policy, or failed. None at all does not count (more may be added). */
+export function everyTorrentDone(statuses: readonly TorrentStatus[]): boolean {
+  return statuses.length > 0 && statuses.every((s) => s.done || s.state === 'error')
+}
+
+/** How a torrent's deploy ended, for the then-action. */
+export function outcomeOf(s: TorrentStatus): DeployOutcome {
+  const ok = s.state !== 'error' && s.piecesDone === s.pieceCount && s.finishedAt !== undefined
+  return { target: s.target, infoHash: s.infoHash, name: s.name, size: s.total, ok, error: s.error }
 }
 
 /** "TORRENT=PATH" → its two halves (split at the first '='). */
@@ -46,7 +66,13 @@ export function registerDaemon(program: Command): void {
     .option('--seed-idle <seconds>', 'default done policy: stop seeding a finished torrent after this long without an upload')
     .option('--force', 'use targets that are mounted or otherwise in use')
     .option('--status-interval <seconds>', 'seconds between status log lines (0: none)', '30')
+    .option('--exit-when-done', 'exit once every torrent is done by its done policy (or failed); needs a done policy (flags or SetDonePolicy)')
+  addThenOptions(cmd, 'when the daemon exits by --exit-when-done (not on SIGTERM or Shutdown)')
     .action(async (flags: DaemonFlags) => {
+      const then = thenActionOf(flags)
+      if (then.kind !== 'exit' && !flags.exitWhenDone) {
+        throw new Error(`${then.kind === 'command' ? '--then-command' : `--then ${then.kind}`} runs when the daemon exits by itself: add --exit-when-done`)
+      }
       const jobs = [
         ...flags.add.map((a) => ({ ...splitPair(a, '--add'), seedingMode: false })),
         ...flags.seed.map((a) => ({ ...splitPair(a, '--seed'), seedingMode: true })),
@@ -60,6 +86,13 @@ export function registerDaemon(program: Command): void {
       const log = makeLogger(flags.logLevel ?? 'info')
       const options = { ...sessionOptions(flags, log), donePolicy: { seedRatio, seedIdle } }
       const session = await Session.start(options)
+      let metrics
+      try {
+        metrics = flags.metrics === undefined ? undefined : await serveSessionMetrics(session, flags.metrics, log)
+      } catch (err) {
+        await session.close()
+        throw err
+      }
       let exitCode: ((code: number) => void) | undefined
       const exited = new Promise<number>((resolve) => (exitCode = resolve))
       let control
@@ -73,10 +106,13 @@ export function registerDaemon(program: Command): void {
             maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
             memory: options.memory,
             uploadRate: options.uploadRate ?? 0,
+            exitWhenDone: !!flags.exitWhenDone,
+            thenAction: then.kind,
           },
           onExit: (code) => exitCode!(code),
         })
       } catch (err) {
+        await metrics?.close()
         await session.close()
         throw err
       }
@@ -90,10 +126,27 @@ export function registerDaemon(program: Command): void {
           log.error({ torrent: jobs[i].torrent, target: jobs[i].path, err: (err as Error).message }, 'torrent not added')
         }
       }
+      if (flags.exitWhenDone && seedRatio === undefined && seedIdle === undefined) {
+        log.warn('--exit-when-done without --seed-ratio or --seed-idle: torrents are never done until a done policy is set (SetDonePolicy)')
+      }
+      /** The torrents as they were when the last one became done (set once): the daemon is exiting by --exit-when-done. */
+      let finalStatus: TorrentStatus[] | undefined
+      let stopSignalled = false
+      const checkAllDone = () => {
+        if (!flags.exitWhenDone || finalStatus || stopSignalled) return
+        const all = session.status()
+        if (!everyTorrentDone(all)) return
+        finalStatus = all
+        log.info({ torrents: all.length, failed: all.filter((s) => s.state === 'error').length, then: describeThenAction(then) }, 'every torrent is done; exiting')
+        void control.shutdown()
+      }
       const onChange = (s: TorrentStatus) => {
         if (s.state === 'error') log.error({ torrent: s.name, infoHash: s.infoHash, err: s.error }, 'torrent error')
+        checkAllDone()
       }
       session.on('change', onChange)
+      session.on('removed', checkAllDone)
+      checkAllDone()
       const timer =
         statusEvery > 0
           ? setInterval(() => {
@@ -114,12 +167,26 @@ export function registerDaemon(program: Command): void {
             }, statusEvery)
           : undefined
       onStopSignal((signal) => {
+        stopSignalled = true
         log.info({ signal }, 'shutting down')
         void control.shutdown()
       })
-      const code = await exited
+      let code = await exited
       clearInterval(timer)
       session.off('change', onChange)
+      session.off('removed', checkAllDone)
+      await metrics?.close()
+      if (finalStatus) {
+        // a failed close may have left a target unflushed: no reboot or kexec then
+        const closeFailed = code !== 0
+        const outcomes = finalStatus.map(outcomeOf).map((o) => (closeFailed && o.ok ? { ...o, ok: false, error: 'the session did not close cleanly' } : o))
+        if (outcomes.some((o) => !o.ok)) code = 1
+        const r = await runThenAction(then, outcomes, log)
+        if (!r.ok) {
+          log.error({ then: describeThenAction(then), err: r.message }, 'then-action failed')
+          if (code === 0) code = EXIT_THEN_FAILED
+        }
+      }
       log.info({ code }, 'daemon stopped')
       process.exitCode = code
     })

@@ -2,22 +2,28 @@
  * `blockswarm deploy TORRENT TARGET`: one-shot deploy. Download what the
  * target lacks, verify every piece, finish (zero gaps if required, flush),
  * seed until the done policy says done, and exit 0 only if every piece was
- * verified and flushed.
+ * verified and flushed. Then the then-action (--then, --then-command) runs,
+ * after the session closed the target.
+ *
+ * Exit codes: 0 deployed; 1 not deployed (or a bad flag); 3 deployed, but
+ * the then-action failed; 130/143 stopped by SIGINT/SIGTERM.
  */
 import { existsSync } from 'node:fs'
 import cliProgress from 'cli-progress'
 import type { Command } from 'commander'
+import { serveSessionMetrics } from '../metrics/metrics-server.js'
 import { Session } from '../session/session.js'
 import type { TorrentStatus } from '../session/status.js'
+import { type DeployOutcome, describeThenAction, EXIT_THEN_FAILED, runThenAction, type ThenChoice, type ThenResult } from '../session/then-action.js'
 import { createImageFile } from '../storage/store.js'
 import { extentsEnd } from '../torrent/extents.js'
 import { formatBytes } from '../util/size.js'
 import { loadTorrentFile } from './inspect.js'
-import { addSwarmOptions, makeLogger, optionalNumber, sessionOptions, type SwarmFlags } from './options.js'
+import { addSwarmOptions, addThenOptions, makeLogger, optionalNumber, sessionOptions, type SwarmFlags, thenActionOf } from './options.js'
 import { onStopSignal, signalExitCode } from './shutdown.js'
 import { formatDuration, formatRate } from './torrent-view.js'
 
-interface DeployFlags extends SwarmFlags {
+interface DeployFlags extends SwarmFlags, ThenChoice {
   seedRatio?: string
   seedIdle: string
   force?: boolean
@@ -26,6 +32,26 @@ interface DeployFlags extends SwarmFlags {
   createImage?: boolean
   json?: boolean
   progressInterval: string
+  stallTimeout: string
+}
+
+/** Default --stall-timeout, seconds. */
+export const DEFAULT_STALL_TIMEOUT = 300
+/** Progress lines mention a stall from this many seconds without data on. */
+const STALL_NOTICE_MS = 10_000
+
+/** Why the deploy gives up: nothing came for the stall timeout (undefined while it may go on). */
+function stallMessage(s: TorrentStatus, timeoutMs: number, now: number): string | undefined {
+  if (timeoutMs <= 0 || s.lastProgress === undefined || now - s.lastProgress < timeoutMs) return undefined
+  const why = [s.peers === 0 ? 'no peer connected' : `${s.peers} peer(s) connected, none sent data`]
+  const unreachable = s.unreachable ?? []
+  for (const u of unreachable.slice(0, 3)) why.push(`${u.address} unreachable: ${u.error} (${u.failures} tries)`)
+  if (unreachable.length > 3) why.push(`${unreachable.length - 3} more peers unreachable`)
+  if (s.trackerError) why.push(`tracker: ${s.trackerError}`)
+  return (
+    `stalled: no data for ${timeoutMs / 1000} s (--stall-timeout); ${why.join('; ')}; ` +
+    `${s.piecesDone}/${s.pieceCount} pieces are on the target, a new deploy resumes from there`
+  )
 }
 
 /** Seconds until done at the current rate, or null. */
@@ -39,7 +65,9 @@ function progressLine(s: TorrentStatus): string {
   return (
     `deploy ${s.name}: ${s.state} ${pct} ${s.piecesDone}/${s.pieceCount} pieces, ` +
     `down ${formatRate(s.downloadRate)}, up ${formatRate(s.uploadRate)}, peers ${s.peers} (${s.seeds} seeds), ETA ${formatDuration(eta(s))}` +
-    (s.bans.length ? `, ${s.bans.length} banned` : '')
+    (s.bans.length ? `, ${s.bans.length} banned` : '') +
+    (s.lastProgress !== undefined && Date.now() - s.lastProgress >= STALL_NOTICE_MS ? `, no data for ${Math.floor((Date.now() - s.lastProgress) / 1000)}s` : '') +
+    (s.trackerError ? `, tracker failing` : '')
   )
 }
 
@@ -81,7 +109,22 @@ function progressReporter(tty: boolean, intervalMs: number) {
   }
 }
 
-function summary(s: TorrentStatus, ok: boolean, seconds: number) {
+/** The then-action's part of the result: its outcome, or (reboot, kexec) what is about to run. */
+interface ThenReport {
+  action: string
+  /** null: it runs after this report. */
+  ok: boolean | null
+  message: string
+  /** A command's exit code (null: killed by a signal). */
+  exitCode?: number | null
+}
+
+function thenReport(action: string, r: ThenResult | undefined): ThenReport {
+  if (!r) return { action, ok: null, message: 'runs after this report' }
+  return { action, ok: r.ok, message: r.message, ...(r.commands ? { exitCode: r.commands[0].exitCode } : {}) }
+}
+
+function summary(s: TorrentStatus, ok: boolean, seconds: number, then: ThenReport | null) {
   return {
     ok,
     infoHash: s.infoHash,
@@ -102,6 +145,12 @@ function summary(s: TorrentStatus, ok: boolean, seconds: number) {
     seconds,
     doneReason: s.doneReason ?? null,
     bans: s.bans,
+    /** Why announcing fails, if it does (the deploy may still work from --peer peers). */
+    trackerError: s.trackerError ?? null,
+    unreachable: s.unreachable ?? [],
+    hashFailures: s.hashFailures,
+    /** null when no then-action ran (plain exit, or interrupted). */
+    then,
   }
 }
 
@@ -116,6 +165,7 @@ function printHuman(r: ReturnType<typeof summary>, interrupted: string | undefin
   const dl = r.downloadSeconds === null ? 'not finished' : `${r.downloadSeconds.toFixed(1)} s to finish`
   out.push(`  time        ${dl}, ${r.seconds.toFixed(1)} s in all${r.doneReason ? ` (stopped seeding: ${r.doneReason})` : ''}`)
   for (const b of r.bans) out.push(`  banned      ${b.peer}: ${b.reason}`)
+  if (r.then) out.push(`  then        ${r.then.action}: ${r.then.message}`)
   process.stdout.write(out.join('\n') + '\n')
 }
 
@@ -125,16 +175,18 @@ export function registerDeploy(program: Command): void {
     .description('download an extent torrent onto a target, verify and flush it, seed a while, exit 0 only if all is on the target')
     .argument('<torrent>', '.torrent file')
     .argument('<target>', 'block device, partition or image file to write')
-  addSwarmOptions(cmd)
+  addThenOptions(addSwarmOptions(cmd), 'once the deploy is done (by the done policy) and the target is closed')
     .option('--seed-ratio <r>', 'after finishing, seed until uploaded >= R × size')
     .option('--seed-idle <seconds>', 'after finishing, seed until no upload for this long (0: stop at once)', '10')
     .option('--force', 'write to a target that is mounted or otherwise in use')
     .option('--sequential', 'download pieces in order instead of rarest first')
     .option('--skip-check', 'the target holds nothing of the image (a fresh disk): do not check it, download everything')
     .option('--create-image', "create TARGET as a sparse image file of the torrent's target size if it does not exist")
+    .option('--stall-timeout <seconds>', 'give up (exit 1) when no data arrived for this long while pieces are missing (0: wait forever)', String(DEFAULT_STALL_TIMEOUT))
     .option('--progress-interval <seconds>', 'seconds between progress lines when not on a terminal', '2')
     .option('--json', 'print the result as one JSON object')
     .action(async (torrentPath: string, target: string, flags: DeployFlags) => {
+      const then = thenActionOf(flags)
       const torrent = await loadTorrentFile(torrentPath)
       if (flags.createImage && !existsSync(target)) {
         await createImageFile(target, torrent.meta.targetSize ?? extentsEnd(torrent.extents))
@@ -142,9 +194,17 @@ export function registerDeploy(program: Command): void {
       const seedRatio = optionalNumber(flags.seedRatio, '--seed-ratio')
       const seedIdle = optionalNumber(flags.seedIdle, '--seed-idle')
       const interval = (optionalNumber(flags.progressInterval, '--progress-interval') ?? 2) * 1000
+      const stallMs = (optionalNumber(flags.stallTimeout, '--stall-timeout') ?? DEFAULT_STALL_TIMEOUT) * 1000
       const log = makeLogger(flags.logLevel ?? 'warn')
       const started = Date.now()
       const session = await Session.start(sessionOptions(flags, log))
+      let metrics
+      try {
+        metrics = flags.metrics === undefined ? undefined : await serveSessionMetrics(session, flags.metrics, log)
+      } catch (err) {
+        await session.close()
+        throw err
+      }
       const progress = progressReporter(!flags.json && process.stderr.isTTY === true, interval)
 
       let stopSignal: NodeJS.Signals | undefined
@@ -155,6 +215,7 @@ export function registerDeploy(program: Command): void {
       })
       const settled = (s: TorrentStatus | undefined) => !s || s.state === 'error' || s.done
       let final: TorrentStatus | undefined
+      let stalled: string | undefined
       try {
         const added = await session.add(torrent, { target, force: flags.force, sequential: flags.sequential, skipCheck: flags.skipCheck, seedRatio, seedIdle })
         const hash = added.infoHash
@@ -162,7 +223,8 @@ export function registerDeploy(program: Command): void {
           const check = () => {
             const s = session.get(hash)
             if (s) progress.update(s)
-            if (stopSignal || settled(s)) {
+            stalled ??= s && stallMessage(s, stallMs, Date.now())
+            if (stopSignal || stalled || settled(s)) {
               session.off('change', onChange)
               clearInterval(timer)
               resolve()
@@ -180,6 +242,7 @@ export function registerDeploy(program: Command): void {
       } finally {
         progress.stop()
         removeSignals()
+        await metrics?.close()
         try {
           await session.close()
         } catch (err) {
@@ -189,10 +252,24 @@ export function registerDeploy(program: Command): void {
       }
       if (!final) throw new Error('the torrent disappeared from the session')
       const ok = !stopSignal && final.state !== 'error' && final.piecesDone === final.pieceCount && final.finishedAt !== undefined
-      const interrupted = stopSignal ? `interrupted by ${stopSignal} at ${final.piecesDone}/${final.pieceCount} pieces` : undefined
-      const r = summary(final, ok, (Date.now() - started) / 1000)
+      const interrupted = stopSignal ? `interrupted by ${stopSignal} at ${final.piecesDone}/${final.pieceCount} pieces` : stalled
+      const outcome: DeployOutcome = { target, infoHash: final.infoHash, name: final.name, size: final.total, ok, error: final.error ?? interrupted }
+      // a command's outcome goes into the report; reboot and kexec run after it (and only after a deploy)
+      const runsNow = then.kind === 'command' && !stopSignal
+      const runsAfter = (then.kind === 'reboot' || then.kind === 'kexec') && !stopSignal
+      const thenResult = runsNow ? await runThenAction(then, [outcome], log) : undefined
+      const action = describeThenAction(then)
+      const shown = runsNow || (runsAfter && ok) ? thenReport(action, thenResult) : runsAfter ? { action, ok: false, message: 'not run: the deploy failed' } : null
+      const r = summary(final, ok, (Date.now() - started) / 1000, shown)
       if (flags.json) process.stdout.write(JSON.stringify(interrupted ? { ...r, error: interrupted } : r, null, 2) + '\n')
       else printHuman(r, interrupted)
       if (!ok) process.exitCode = stopSignal ? signalExitCode(stopSignal) : 1
+      else if (thenResult && !thenResult.ok) process.exitCode = EXIT_THEN_FAILED
+      if (!runsAfter || !ok) return
+      const after = await runThenAction(then, [outcome], log)
+      if (!after.ok) {
+        process.stderr.write(`blockswarm: --then ${then.kind} failed: ${after.message}\n`)
+        process.exitCode = EXIT_THEN_FAILED
+      }
     })
 }

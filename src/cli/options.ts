@@ -1,12 +1,15 @@
 /**
  * The swarm flags shared by `daemon`, `seed` and `deploy` (one spelling for
- * all three), turned into Session options; and the pino logger on stderr.
+ * all three), turned into Session options; the then-action flags of `deploy`
+ * and `daemon`; and the pino logger on stderr.
  */
 import { type Command, Option } from 'commander'
 import pino, { type Logger } from 'pino'
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UPLOADS, DEFAULT_PORT, type SessionOptions } from '../session/session.js'
-import { parsePeerAddress } from '../swarm/peer-dialer.js'
+import { addressKey, parsePeerAddress } from '../swarm/peer-dialer.js'
+import { ipBytes, PeerFilter } from '../swarm/peer-filter.js'
 import { DEFAULT_SLOW_START } from '../swarm/slow-start.js'
+import { checkThenTools, THEN_KINDS, type ThenAction, thenActionFrom, type ThenChoice } from '../session/then-action.js'
 import { parseSize } from '../util/size.js'
 
 export interface SwarmFlags {
@@ -21,7 +24,10 @@ export interface SwarmFlags {
   slowStartPeriod: string
   slowStartStep: string
   hashThreads?: string
+  allowPeers: string[]
+  requestTimeout: string
   logLevel?: string
+  metrics?: string
 }
 
 /** Collect a repeatable option's values. */
@@ -43,7 +49,28 @@ export function addSwarmOptions(cmd: Command): Command {
     .option('--slow-start-period <seconds>', 'slow start: seconds per step', String(DEFAULT_SLOW_START.period / 1000))
     .option('--slow-start-step <size>', 'slow start: cap growth per step, per second', `${DEFAULT_SLOW_START.step / 1024 / 1024}M`)
     .option('--hash-threads <n>', 'worker threads hashing pieces (0: the main thread; default 1 when there are 2 or more cores)')
+    .option('--allow-peers <cidr,...>', 'only these networks may be peers, e.g. 10.0.0.0/8,fd00::/8: others are neither accepted nor dialed (repeatable; default: any)', collect, [])
+    .option('--request-timeout <seconds>', 'seconds without a requested block before a peer is snubbed (its requests go elsewhere); twice in a row: disconnected', '30')
     .addOption(new Option('--log-level <level>', 'log level (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9100)')
+}
+
+/** Add the then-action flags; `when` says when the action runs for this command. */
+export function addThenOptions(cmd: Command, when: string): Command {
+  return cmd
+    .addOption(new Option('--then <action>', `what to do ${when} (default exit; reboot and kexec need --allow-dangerous)`).choices(THEN_KINDS))
+    .option('--then-command <cmd>', `run CMD with /bin/sh ${when}, once per torrent, with BLOCKSWARM_TARGET, BLOCKSWARM_INFOHASH, BLOCKSWARM_NAME, BLOCKSWARM_TORRENT_SIZE, BLOCKSWARM_RESULT (ok|failed) and BLOCKSWARM_ERROR set`)
+    .option('--kexec-kernel <path>', 'with --then kexec: the kernel in the deployed ext2/3/4 filesystem (default /boot/vmlinuz, then /vmlinuz)')
+    .option('--kexec-initrd <path>', 'with --then kexec: the initrd in the deployed filesystem (default /boot/initrd.img, then /initrd.img, if there is one)')
+    .option('--kexec-append <cmdline>', 'with --then kexec: the kernel command line (default "root=UUID=<the deployed filesystem\'s UUID> ro")')
+    .option('--allow-dangerous', 'allow --then reboot and --then kexec')
+}
+
+/** The then-action the flags choose, with the tools it needs checked: before anything is downloaded. */
+export function thenActionOf(flags: ThenChoice): ThenAction {
+  const action = thenActionFrom(flags)
+  checkThenTools(action)
+  return action
 }
 
 function wholeNumber(text: string, flag: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -60,16 +87,33 @@ function size(text: string, flag: string): number {
   }
 }
 
-/** Check a list of --peer values, naming the bad one. */
-export function checkPeers(peers: readonly string[]): string[] {
+/** Check a list of --peer values, naming the bad one (also one given by an IP address outside `allow`). */
+export function checkPeers(peers: readonly string[], allow = PeerFilter.any): string[] {
   for (const p of peers) {
+    let a
     try {
-      parsePeerAddress(p)
+      a = parsePeerAddress(p)
     } catch (err) {
       throw new Error(`--peer: ${(err as Error).message}`)
     }
+    if (ipBytes(a.host) && !allow.allows(a.host)) throw new Error(`--peer ${addressKey(a)} is outside --allow-peers ${allow}: it would never be connected`)
   }
   return [...peers]
+}
+
+function allowList(specs: readonly string[]): PeerFilter {
+  try {
+    return PeerFilter.parse(specs)
+  } catch (err) {
+    throw new Error(`--allow-peers: ${(err as Error).message}`)
+  }
+}
+
+/** A positive number of seconds from a flag, in milliseconds. */
+function seconds(text: string, flag: string): number {
+  const n = Number(text)
+  if (text.trim() === '' || !Number.isFinite(n) || n <= 0) throw new Error(`${flag} ${JSON.stringify(text)} must be a number of seconds > 0`)
+  return Math.max(1, Math.round(n * 1000))
 }
 
 /** A positive ratio or a number of seconds from a flag, or undefined when absent. */
@@ -88,7 +132,9 @@ export function sessionOptions(flags: SwarmFlags, log: Logger): SessionOptions {
   return {
     port: wholeNumber(flags.port, '--port', 0, 65535),
     bind: flags.bind,
-    peers: checkPeers(flags.peer),
+    peers: checkPeers(flags.peer, allowList(flags.allowPeers)),
+    allowPeers: flags.allowPeers,
+    requestTimeout: seconds(flags.requestTimeout, '--request-timeout'),
     memory: size(flags.memory, '--memory'),
     maxUploads: flags.maxUploads === undefined ? undefined : wholeNumber(flags.maxUploads, '--max-uploads', 1),
     maxConnections: flags.maxConnections === undefined ? undefined : wholeNumber(flags.maxConnections, '--max-connections', 1),

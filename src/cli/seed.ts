@@ -6,6 +6,7 @@
 import type { Command } from 'commander'
 import { Server } from 'bittorrent-tracker'
 import type { Logger } from 'pino'
+import { serveSessionMetrics } from '../metrics/metrics-server.js'
 import { Session } from '../session/session.js'
 import type { TorrentStatus } from '../session/status.js'
 import type { ExtentTorrent } from '../torrent/metainfo.js'
@@ -76,6 +77,7 @@ export function registerSeed(program: Command): void {
       }
       let status: TorrentStatus
       try {
+        if (flags.metrics !== undefined) await serveSessionMetrics(session, flags.metrics, log)
         status = await session.add(torrent, { target: source, seedingMode: true, force: flags.force, trackers: tracker ? [tracker.url] : [] })
       } catch (err) {
         await session.close()

@@ -141,6 +141,8 @@ export function blockswarmImplementation(ctx: ControlContext): ServiceImplementa
         donePolicy: wirePolicy(session.donePolicy()),
         pid: process.pid,
         startedAt: ctx.startedAt,
+        exitWhenDone: f.exitWhenDone ?? false,
+        thenAction: f.thenAction ?? 'exit',
       }
     },
   }

@@ -107,6 +107,8 @@ export interface DaemonInfo {
   donePolicy: DonePolicy | null
   pid: number
   startedAt: number
+  exitWhenDone: boolean
+  thenAction: string
 }
 
 type Empty = Record<string, never>

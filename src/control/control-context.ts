@@ -16,6 +16,10 @@ export interface DaemonFacts {
   memory?: number
   /** Upload rate limit in bytes/s (0 = none). */
   uploadRate?: number
+  /** The daemon exits by itself once every torrent is done. */
+  exitWhenDone?: boolean
+  /** What it does then: exit, reboot, kexec or command (default exit). */
+  thenAction?: string
 }
 
 export interface ControlContext {

@@ -13,13 +13,15 @@ import { realpath } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import pino, { type Logger } from 'pino'
 import { openStore } from '../storage/store.js'
+import { TargetIdentity } from '../storage/target-identity.js'
 import type { PieceStore } from '../storage/types.js'
 import { type ExtentTorrent, parseTorrent } from '../torrent/metainfo.js'
 import { makePeerId } from '../swarm/client-name.js'
 import type { DonePolicy } from '../swarm/done-policy.js'
 import { Listener } from '../swarm/listener.js'
 import { MemoryBudget } from '../swarm/memory-budget.js'
-import { type PeerAddress, parsePeerAddress } from '../swarm/peer-dialer.js'
+import { addressKey, type PeerAddress, parsePeerAddress } from '../swarm/peer-dialer.js'
+import { ipBytes, PeerFilter } from '../swarm/peer-filter.js'
 import { PieceVerifier } from '../swarm/piece-verifier.js'
 import { TokenBucket } from '../swarm/rate-limit.js'
 import { ReadCache } from '../swarm/read-cache.js'
@@ -76,6 +78,10 @@ export interface SessionOptions {
   readonly hashThreads?: number
   /** Done policy for torrents that do not set their own. */
   readonly donePolicy?: DonePolicy
+  /** Networks (IPv4/IPv6 CIDRs, comma-separated allowed) peers must be in; others are neither accepted nor dialed. Absent or empty: any. */
+  readonly allowPeers?: readonly string[]
+  /** Milliseconds without a requested block before a peer counts as snubbing us (default 30 000; twice in a row: disconnected). */
+  readonly requestTimeout?: number
   readonly log?: Logger
 }
 
@@ -116,13 +122,19 @@ function nonNegative(v: number | undefined, what: string): number | undefined {
   return v
 }
 
-function peerList(list: readonly string[] | undefined, what: string): PeerAddress[] {
+/** Parse static peers; one given by an IP address outside `allow` is an error (a host name is checked when connected). */
+function peerList(list: readonly string[] | undefined, what: string, allow: PeerFilter): PeerAddress[] {
   return (list ?? []).map((p) => {
+    let a: PeerAddress
     try {
-      return parsePeerAddress(p)
+      a = parsePeerAddress(p)
     } catch (err) {
       throw new SessionError('INVALID_ARGUMENT', `${what}: ${(err as Error).message}`)
     }
+    if (ipBytes(a.host) && !allow.allows(a.host)) {
+      throw new SessionError('INVALID_ARGUMENT', `${what}: ${addressKey(a)} is outside the allowed peer networks (--allow-peers ${allow}); it would never be connected`)
+    }
+    return a
   })
 }
 
@@ -159,6 +171,7 @@ export class Session extends EventEmitter {
     private readonly log: Logger,
     private readonly staticPeers: PeerAddress[],
     private readonly slowStart: SlowStart | undefined,
+    private readonly allowPeers: PeerFilter,
   ) {
     super()
     this.defaultPolicy = opts.donePolicy ?? {}
@@ -178,7 +191,14 @@ export class Session extends EventEmitter {
     nonNegative(opts.uploadRate, 'uploadRate')
     const port = opts.port ?? DEFAULT_PORT
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new SessionError('INVALID_ARGUMENT', `port ${port} is not a TCP port (0-65535)`)
-    const staticPeers = peerList(opts.peers, 'session peers')
+    let allowPeers: PeerFilter
+    try {
+      allowPeers = PeerFilter.parse(opts.allowPeers ?? [])
+    } catch (err) {
+      throw new SessionError('INVALID_ARGUMENT', `allowed peer networks: ${(err as Error).message}`)
+    }
+    positiveInt(opts.requestTimeout, 'requestTimeout')
+    const staticPeers = peerList(opts.peers, 'session peers', allowPeers)
     const slowStart = opts.slowStart ? { ...DEFAULT_SLOW_START, ...(opts.slowStart === true ? {} : opts.slowStart) } : undefined
     const cache = Math.min(READ_CACHE_MAX, Math.floor(memory / 4))
 
@@ -192,6 +212,7 @@ export class Session extends EventEmitter {
         return swarm?.accepting ? (conn) => swarm.adopt(conn) : undefined
       },
       log,
+      allowPeers,
     )
     session = new Session(
       opts,
@@ -204,8 +225,9 @@ export class Session extends EventEmitter {
       log,
       staticPeers,
       slowStart,
+      allowPeers,
     )
-    log.info({ port: listener.port, bind: opts.bind ?? null, memory, peerId: peerId.toString('latin1', 0, 8) }, 'session started')
+    log.info({ port: listener.port, bind: opts.bind ?? null, memory, peerId: peerId.toString('latin1', 0, 8), allowPeers: String(allowPeers) }, 'session started')
     return session
   }
 
@@ -253,7 +275,7 @@ export class Session extends EventEmitter {
     const maxConnections = positiveInt(opts.maxConnections, 'maxConnections') ?? this.opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS
     const seedRatio = nonNegative(opts.seedRatio, 'seedRatio')
     const seedIdle = nonNegative(opts.seedIdle, 'seedIdle')
-    const peers = [...this.staticPeers, ...peerList(opts.peers, `torrent ${t.name} peers`)]
+    const peers = [...this.staticPeers, ...peerList(opts.peers, `torrent ${t.name} peers`, this.allowPeers)]
 
     const existing = this.torrents.get(t.infoHash)
     if (existing || this.adding.has(t.infoHash)) {
@@ -274,8 +296,18 @@ export class Session extends EventEmitter {
     this.adding.add(t.infoHash)
     this.adding.add(realTarget)
     let store: PieceStore
+    /** What the target is now, to notice it deleted, replaced or shrunk while it is written. */
+    let identity: TargetIdentity | undefined
     try {
       store = await openStore(t, opts.target, { mode: opts.seedingMode ? 'read' : 'write', force: opts.force })
+      if (!opts.seedingMode) {
+        try {
+          identity = await TargetIdentity.of(opts.target)
+        } catch (err) {
+          await store.close()
+          throw err
+        }
+      }
     } catch (err) {
       throw new SessionError('FAILED_PRECONDITION', `torrent ${t.name}: ${(err as Error).message}`)
     } finally {
@@ -301,6 +333,7 @@ export class Session extends EventEmitter {
         peers,
         trackers: [...new Set([...t.trackers, ...(opts.trackers ?? [])])],
         policy: ownPolicy ? { seedRatio, seedIdle } : this.defaultPolicy,
+        verifyTarget: identity && (() => identity.check()),
       },
       {
         peerId: this.peerId,
@@ -311,6 +344,8 @@ export class Session extends EventEmitter {
         verifier: this.verifier,
         readCache: this.readCache,
         log: this.log,
+        allowPeers: this.allowPeers,
+        requestTimeout: this.opts.requestTimeout,
       },
     )
     this.torrents.set(t.infoHash, { swarm, realTarget, ownPolicy })

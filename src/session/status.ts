@@ -21,6 +21,15 @@ export interface PeerStatus {
   readonly direction: 'in' | 'out'
 }
 
+export interface UnreachablePeer {
+  /** "ip:port" */
+  readonly address: string
+  /** e.g. "connect ECONNREFUSED 10.0.0.5:6881" */
+  readonly error: string
+  /** Failed dials in a row. */
+  readonly failures: number
+}
+
 export interface BanStatus {
   readonly peer: string
   readonly reason: string
@@ -33,6 +42,12 @@ export interface TorrentStatus {
   readonly state: TorrentState
   /** Set when state is 'error': what went wrong and where. */
   readonly error?: string
+  /** While an incomplete torrent downloads: when it last made progress (a payload byte came, a piece was verified) or went online. */
+  readonly lastProgress?: number
+  /** While announcing fails: the tracker, why, how many times in a row, when the next try is. */
+  readonly trackerError?: string
+  /** Peers whose dials keep failing (retried with backoff), with the last reason. */
+  readonly unreachable?: readonly UnreachablePeer[]
   /** Verified bytes / total, 0..1. */
   readonly progress: number
   /** Bytes the torrent covers (stays the size while seeding). */
@@ -64,5 +79,7 @@ export interface TorrentStatus {
   /** Why it is done, when it is. */
   readonly doneReason?: string
   readonly bans: readonly BanStatus[]
+  /** Pieces that failed their SHA-1 check since the torrent was added (each fetched again). */
+  readonly hashFailures: number
   readonly peerList: readonly PeerStatus[]
 }

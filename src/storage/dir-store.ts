@@ -139,15 +139,15 @@ class DirStore implements PieceStore {
     }
   }
 
-  async read(index: number, offset: number, length: number): Promise<Buffer> {
+  async read(index: number, offset: number, length: number, into?: Buffer): Promise<Buffer> {
     this.checkOpen()
     // After a failed write the page cache may hold bytes that never reached the target: serve nothing.
     if (this.failure) throw this.failure
-    const out = Buffer.allocUnsafe(length)
+    const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length)
     for (const s of mapPieceRange(this.layout, index, offset, length)) {
       const at = s.diskOffset - this.layout.extents[s.extent].offset
-      const into = out.subarray(s.bufferOffset, s.bufferOffset + s.length)
-      await this.pool.use(s.extent, (fh) => readFully(fh, into, at, this.paths[s.extent]))
+      const part = out.subarray(s.bufferOffset, s.bufferOffset + s.length)
+      await this.pool.use(s.extent, (fh) => readFully(fh, part, at, this.paths[s.extent]))
     }
     return out
   }

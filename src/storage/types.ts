@@ -9,8 +9,12 @@ export interface PieceStore {
   /** The target path, for messages. */
   readonly target: string
   readonly layout: PieceLayout
-  /** Read bytes [offset, offset+length) of piece `index` (for seeding and for the resume check). */
-  read(index: number, offset: number, length: number): Promise<Buffer>
+  /**
+   * Read bytes [offset, offset+length) of piece `index` (for seeding and for
+   * the resume check), into the start of `into` when given (a reused buffer
+   * of at least `length` bytes), else into a new buffer.
+   */
+  read(index: number, offset: number, length: number, into?: Buffer): Promise<Buffer>
   /** Write a whole piece whose SHA-1 has been verified. Never called with unverified data. */
   writePiece(index: number, data: Buffer): Promise<void>
   /** Zero the gaps when the torrent says they must be zero, then fdatasync: call before reporting finished. */

@@ -1,11 +1,14 @@
 /**
  * The session's one TCP listener for incoming peers. A connection is routed
  * to its torrent by the info-hash in the peer's handshake; a handshake for a
- * torrent the session does not serve closes the connection.
+ * torrent the session does not serve closes the connection. A connection
+ * from outside the allowed networks (--allow-peers) is closed at once,
+ * before a byte is read from it.
  */
 import { createServer, type Server, type Socket } from 'node:net'
 import type { Logger } from 'pino'
 import { PeerConnection } from './peer-connection.js'
+import { PeerFilter } from './peer-filter.js'
 
 /** Finds the torrent for an info-hash: returns its handler, or undefined. */
 export type Router = (infoHash: string) => ((conn: PeerConnection) => void) | undefined
@@ -20,12 +23,13 @@ export class Listener {
     private readonly server: Server,
     private readonly route: Router,
     private readonly log: Logger,
+    private readonly allow: PeerFilter,
   ) {
     server.on('connection', (socket) => this.accept(socket))
   }
 
   /** Listen on `bind`:`port` (port 0: any free port). Throws a clear error when the port is taken. */
-  static open(port: number, bind: string | undefined, route: Router, log: Logger): Promise<Listener> {
+  static open(port: number, bind: string | undefined, route: Router, log: Logger, allow = PeerFilter.any): Promise<Listener> {
     const server = createServer({ noDelay: true })
     return new Promise((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => {
@@ -37,7 +41,7 @@ export class Listener {
       server.listen({ port, host: bind }, () => {
         server.removeAllListeners('error')
         server.on('error', (err) => log.error({ err: err.message }, 'peer listener error'))
-        resolve(new Listener(server, route, log))
+        resolve(new Listener(server, route, log, allow))
       })
     })
   }
@@ -51,6 +55,11 @@ export class Listener {
     const ip = socket.remoteAddress?.replace(/^::ffff:/, '')
     if (!ip || this.unrouted.size >= MAX_UNROUTED) {
       socket.destroy()
+      return
+    }
+    if (!this.allow.allows(ip)) {
+      socket.destroy()
+      this.log.debug({ ip, allowed: String(this.allow) }, 'incoming peer outside --allow-peers: closed')
       return
     }
     const conn = new PeerConnection(socket, 'in', ip, socket.remotePort ?? 0)

@@ -22,6 +22,8 @@ interface Entry extends PeerAddress {
   self: boolean
   /** Known to be a seed (skipped once we have everything too). */
   seed: boolean
+  /** Why the last dial failed, while it keeps failing. */
+  error?: string
 }
 
 const BACKOFF_MIN_MS = 1000
@@ -78,21 +80,34 @@ export class PeerDialer {
     if (e) {
       e.busy = true
       e.failures = 0
+      e.error = undefined
     }
   }
 
-  /** A dial failed, or a connection ended: back off before the next try. */
-  closed(address: PeerAddress, failed: boolean): void {
+  /** A dial failed (saying why, when known), or a connection ended: back off before the next try. */
+  closed(address: PeerAddress, failed: boolean, error?: string): void {
     const key = addressKey(address)
     const e = this.entries.get(key)
     if (!e) return
     e.busy = false
-    if (failed) e.failures++
+    if (failed) {
+      e.failures++
+      e.error = error ?? e.error
+    }
     if (e.source === 'tracker' && e.failures >= TRACKER_PEER_MAX_FAILURES) {
       this.entries.delete(key)
       return
     }
     e.nextAt = this.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.max(0, e.failures - (failed ? 1 : 0)))
+  }
+
+  /** Addresses whose dials keep failing (being retried or waiting to be), with the last reason: for a status that says why no peer is connected. */
+  failing(): { address: string; error: string; failures: number }[] {
+    const out = []
+    for (const e of this.entries.values()) {
+      if (e.failures > 0) out.push({ address: addressKey(e), error: e.error ?? 'connection failed', failures: e.failures })
+    }
+    return out
   }
 
   markSelf(address: PeerAddress): void {

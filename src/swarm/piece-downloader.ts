@@ -2,7 +2,8 @@
  * Downloading pieces block by block: which block to ask each peer for (open
  * pieces first, then the rarest new piece if the memory budget allows, then
  * endgame duplicates), what to do with each block that arrives, and the
- * path of a complete piece: SHA-1 check, then the store, then "have". A
+ * path of a complete piece: SHA-1 check (hashed as its blocks came, see
+ * ActivePiece), then the store, then "have". A
  * piece that fails its hash goes back to missing and its senders are
  * blamed (HashBlame). When the hash/write queue falls behind, socket reads
  * are paused.
@@ -11,17 +12,18 @@ import type { Logger } from 'pino'
 import type { PieceStore } from '../storage/types.js'
 import { type ExtentTorrent, pieceHash } from '../torrent/metainfo.js'
 import { pieceSize } from '../torrent/piece-map.js'
-import { ActivePiece } from './active-piece.js'
+import { ActivePiece, blockKey, blockOfKey } from './active-piece.js'
 import type { PeerIdentity } from './ban-list.js'
 import { HashBlame } from './hash-blame.js'
 import type { MemoryBudget } from './memory-budget.js'
 import type { PeerConnection } from './peer-connection.js'
 import type { PiecePicker } from './piece-picker.js'
 import type { PieceSet } from './piece-set.js'
-import type { PieceVerifier } from './piece-verifier.js'
 
 /** Endgame: how many peers may be asked for the same block. */
 const ENDGAME_ASKERS = 2
+/** Requests topped up at once, at most. */
+const REFILL_MAX = 64
 
 export interface DownloaderHooks {
   /** Whether blocks may be requested now (the torrent is online and incomplete). */
@@ -39,6 +41,8 @@ export class PieceDownloader {
   /** Active pieces with blocks nobody has been asked for, oldest first. */
   private readonly open = new Set<ActivePiece<PeerConnection>>()
   private readonly blame = new HashBlame()
+  /** Pieces that failed their SHA-1 check (each fetched again). */
+  hashFailures = 0
   /** Bytes of pieces being hashed or written. */
   private writing = 0
   private paused = false
@@ -57,7 +61,6 @@ export class PieceDownloader {
     private readonly have: PieceSet,
     private readonly picker: PiecePicker,
     private readonly budget: MemoryBudget,
-    private readonly verifier: PieceVerifier,
     private readonly log: Logger,
     private readonly hooks: DownloaderHooks,
   ) {
@@ -83,9 +86,15 @@ export class PieceDownloader {
     })
   }
 
-  /** Keep `conn.depth` blocks requested from a peer that unchokes us. */
+  /**
+   * Keep `conn.depth` blocks requested from a peer that unchokes us, topped
+   * up an eighth of the depth at a time (at most REFILL_MAX), so that
+   * requests leave in batches rather than one per block received.
+   */
   fill(conn: PeerConnection): void {
     if (!this.hooks.canRequest() || conn.closed || !conn.wire.amInterested || conn.wire.peerChoking) return
+    const room = conn.depth - conn.inflight.size
+    if (conn.inflight.size > 0 && room < Math.min(REFILL_MAX, conn.depth >> 3)) return
     while (conn.inflight.size < conn.depth) {
       const next = this.nextBlock(conn)
       if (!next) return
@@ -97,7 +106,7 @@ export class PieceDownloader {
     const pieces = conn.pieces!
     const has = (i: number) => pieces.has(i)
     for (const ap of this.open) {
-      if (!has(ap.index) || (ap.soleSource && ap.soleSource !== conn)) continue
+      if (!has(ap.index) || this.heldByAnother(ap, conn)) continue
       const b = ap.nextMissing()
       if (b >= 0) return { piece: ap, block: b }
     }
@@ -120,23 +129,36 @@ export class PieceDownloader {
     }
     // endgame: every missing piece is in progress; ask for blocks already asked of others
     for (const ap of this.active.values()) {
-      if (!has(ap.index) || (ap.soleSource && ap.soleSource !== conn)) continue
+      if (!has(ap.index) || this.heldByAnother(ap, conn)) continue
       const b = ap.nextDuplicate(conn, ENDGAME_ASKERS)
       if (b >= 0) return { piece: ap, block: b }
     }
     return undefined
   }
 
+  /**
+   * A suspect piece is fetched from its sole source only; a sole source that
+   * cannot deliver (gone, choking us, snubbed) hands the piece to `conn`, so a
+   * deploy never waits forever on one peer.
+   */
+  private heldByAnother(ap: ActivePiece<PeerConnection>, conn: PeerConnection): boolean {
+    const sole = ap.soleSource
+    if (!sole || sole === conn) return false
+    if (!sole.closed && !sole.wire.peerChoking && !sole.snubbed) return true
+    ap.soleSource = conn
+    return false
+  }
+
   private requestBlock(conn: PeerConnection, ap: ActivePiece<PeerConnection>, block: number): void {
     ap.markRequested(block, conn)
     if (ap.missing === 0) this.open.delete(ap)
     const index = ap.index
-    conn.inflight.set(`${index}:${block}`, { index, block })
-    conn.wire.request(index, ap.blockOffset(block), ap.blockLength(block), (err, data) => this.onBlock(conn, index, block, err, data))
+    conn.inflight.add(blockKey(index, block))
+    conn.blocks.request(index, ap.blockOffset(block), ap.blockLength(block), (err, data) => this.onBlock(conn, index, block, err, data))
   }
 
   private onBlock(conn: PeerConnection, index: number, block: number, err: Error | null, data?: Uint8Array): void {
-    conn.inflight.delete(`${index}:${block}`)
+    conn.inflight.delete(blockKey(index, block))
     const ap = this.active.get(index)
     if (err || !data) {
       if (ap?.dropRequest(block, conn)) {
@@ -150,8 +172,8 @@ export class PieceDownloader {
     const others = ap.receive(block, data, conn)
     if (!others) return
     for (const o of others) {
-      o.inflight.delete(`${index}:${block}`)
-      if (!o.closed) o.wire.cancel(index, ap.blockOffset(block), ap.blockLength(block))
+      o.inflight.delete(blockKey(index, block))
+      if (!o.closed) o.blocks.cancel(index, ap.blockOffset(block), ap.blockLength(block))
     }
     if (ap.complete) this.complete(ap)
     this.fill(conn)
@@ -159,7 +181,8 @@ export class PieceDownloader {
 
   /** The peer is gone: what it was asked for goes back to missing. */
   peerGone(conn: PeerConnection): void {
-    for (const { index, block } of conn.inflight.values()) {
+    for (const key of conn.inflight) {
+      const { index, block } = blockOfKey(key)
       const ap = this.active.get(index)
       if (ap?.dropRequest(block, conn)) this.open.add(ap)
     }
@@ -168,12 +191,13 @@ export class PieceDownloader {
 
   /** A request went unanswered too long: take back (and cancel) everything asked of this peer. */
   snubbed(conn: PeerConnection): void {
-    for (const [key, { index, block }] of [...conn.inflight]) {
+    for (const key of [...conn.inflight]) {
       conn.inflight.delete(key)
+      const { index, block } = blockOfKey(key)
       const ap = this.active.get(index)
       if (!ap) continue
       if (ap.dropRequest(block, conn)) this.open.add(ap)
-      conn.wire.cancel(index, ap.blockOffset(block), ap.blockLength(block))
+      conn.blocks.cancel(index, ap.blockOffset(block), ap.blockLength(block))
     }
     this.fillAll()
   }
@@ -198,42 +222,42 @@ export class PieceDownloader {
     this.open.delete(ap)
     this.writing += ap.length
     this.updateReadPause()
-    const job = this.verifyAndWrite(ap).then((buffer) => {
-      this.writing -= ap.length
-      if (buffer) this.budget.free(buffer)
-      else this.budget.give(ap.length)
-      this.updateReadPause()
-    })
+    // after the block that completed it has been handled
+    const job = Promise.resolve()
+      .then(() => this.verifyAndWrite(ap))
+      .then(() => {
+        this.writing -= ap.length
+        this.budget.free(ap.buffer)
+        this.updateReadPause()
+      })
     this.jobs.add(job)
     void job.finally(() => this.jobs.delete(job))
   }
 
-  /** Hash, then write if it matches; resolves with the piece buffer to free (undefined if it was lost with a failed hashing worker). */
-  private async verifyAndWrite(ap: ActivePiece<PeerConnection>): Promise<Buffer | undefined> {
+  /** Check the hash, then write if it matches. */
+  private async verifyAndWrite(ap: ActivePiece<PeerConnection>): Promise<void> {
     const index = ap.index
-    let data: Buffer | undefined
+    const data = ap.buffer
     try {
-      const hashed = await this.verifier.hash(ap.buffer)
-      data = hashed.data
-      if (!hashed.digest.equals(pieceHash(this.torrent, index))) {
+      if (!ap.digest().equals(pieceHash(this.torrent, index))) {
         this.picker.setMissing(index)
+        this.hashFailures++
         const culprits = this.blame.failed(ap, data)
         this.log.warn({ piece: index, senders: ap.contributors().map((p) => p.address) }, 'piece failed its hash check; fetching it again')
         for (const who of culprits) this.hooks.onBan(who, `sent data for piece ${index} that failed its SHA-1 check`)
         this.fillAll()
-        return data
+        return
       }
       for (const who of this.blame.passed(index, data)) this.hooks.onBan(who, `sent a corrupt block of piece ${index} (found when the piece passed)`)
       await this.store.writePiece(index, data)
     } catch (err) {
       this.picker.setMissing(index)
       this.hooks.onError(err as Error)
-      return data
+      return
     }
     this.have.add(index)
     this.picker.setDone(index)
     await this.hooks.onPiece(index)
-    return data
   }
 
   /**

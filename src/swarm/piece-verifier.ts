@@ -1,9 +1,11 @@
 /**
- * SHA-1 of pieces, inline or on worker threads. A 16 MiB piece takes ~9 ms of
- * CPU (1.7 GB/s); inline, that is 9 ms in which no socket is read. With
- * `threads` ≥ 1 the piece buffer is transferred (not copied) to a worker and
- * handed back with its digest. Which is better depends on spare cores: see
- * defaultHashThreads in the session.
+ * SHA-1 of whole pieces read from the target (the resume check), inline or
+ * on worker threads; downloaded pieces are hashed as their blocks arrive
+ * (ActivePiece). A 16 MiB piece takes ~9 ms of CPU (1.7 GB/s); inline, that
+ * is 9 ms in which no socket is read. With `threads` ≥ 1 the piece buffer is
+ * transferred (not copied) to a worker and handed back with its digest.
+ * Workers start at the first hash, so a seeder or a deploy that checks
+ * nothing never pays for one (each is a V8 instance: ~10 MiB).
  */
 import { createHash } from 'node:crypto'
 import { Worker } from 'node:worker_threads'
@@ -81,16 +83,13 @@ export class PieceVerifier {
   private nextId = 1
   private closed = false
 
-  constructor(readonly threads: number) {
-    for (let i = 0; i < threads; i++) this.spawn()
-  }
+  constructor(readonly threads: number) {}
 
   private spawn(): void {
     this.workers.push(
       new HashWorker((dead) => {
         const i = this.workers.indexOf(dead)
         if (i >= 0) this.workers.splice(i, 1)
-        if (!this.closed) this.spawn()
       }),
     )
   }
@@ -102,7 +101,8 @@ export class PieceVerifier {
    */
   hash(data: Buffer): Promise<Hashed> {
     if (this.closed) return Promise.reject(new Error('piece verifier is closed'))
-    if (this.workers.length === 0) return Promise.resolve({ digest: createHash('sha1').update(data).digest(), data })
+    if (this.threads === 0) return Promise.resolve({ digest: createHash('sha1').update(data).digest(), data })
+    while (this.workers.length < this.threads) this.spawn()
     let best = this.workers[0]
     for (const w of this.workers) if (w.jobs.size < best.jobs.size) best = w
     return new Promise((resolve, reject) => best.submit(this.nextId++, data, { resolve, reject }))

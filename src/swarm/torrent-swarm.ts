@@ -10,20 +10,20 @@
  * seeding → finished (done policy met), with paused and error from anywhere.
  */
 import { EventEmitter } from 'node:events'
-import { connect } from 'node:net'
 import type { Logger } from 'pino'
 import type { TorrentState, TorrentStatus } from '../session/status.js'
 import type { PieceStore } from '../storage/types.js'
 import type { ExtentTorrent } from '../torrent/metainfo.js'
 import { pieceSize } from '../torrent/piece-map.js'
-import { BLOCK_SIZE } from './active-piece.js'
+import { BLOCK_SIZE, blockKey } from './active-piece.js'
 import { BanList, type PeerIdentity } from './ban-list.js'
 import { chooseUnchoked } from './choker.js'
 import { clientName } from './client-name.js'
 import { type DonePolicy, doneReason } from './done-policy.js'
 import type { MemoryBudget } from './memory-budget.js'
-import { PeerConnection } from './peer-connection.js'
+import { connectPeer, PeerConnection, REQUEST_TIMEOUT_MS } from './peer-connection.js'
 import { addressKey, type PeerAddress, PeerDialer } from './peer-dialer.js'
+import type { PeerFilter } from './peer-filter.js'
 import { PieceDownloader } from './piece-downloader.js'
 import { PiecePicker } from './piece-picker.js'
 import { PieceSet } from './piece-set.js'
@@ -47,6 +47,10 @@ export interface SwarmContext {
   readonly verifier: PieceVerifier
   readonly readCache: ReadCache
   readonly log: Logger
+  /** Networks peers may be in (--allow-peers); absent: any. */
+  readonly allowPeers?: PeerFilter
+  /** Milliseconds without a requested block before a peer counts as snubbing us (default REQUEST_TIMEOUT_MS). */
+  readonly requestTimeout?: number
 }
 
 export interface SwarmOptions {
@@ -63,16 +67,25 @@ export interface SwarmOptions {
   /** Tracker URLs: the torrent's and any added. */
   readonly trackers: readonly string[]
   readonly policy: DonePolicy
+  /**
+   * Rejects if the target is no longer what was opened (deleted, replaced,
+   * shrunk): checked every tick while downloading and before reporting finished.
+   */
+  readonly verifyTarget?: () => Promise<void>
 }
 
 /** Blocks kept requested per peer: at least, at most, and how many seconds of its rate. */
 const DEPTH_MIN = 16
 const DEPTH_MAX = 512
+/** Blocks in a row a peer may send unasked (answers to requests we cancelled) before it counts as flooding us. */
+const UNREQUESTED_MAX = 2 * DEPTH_MAX
 const DEPTH_SECONDS = 1
 const TICK_MS = 1000
 /** Rechoke every this many ticks; the optimistic slot rotates every third rechoke. */
 const CHOKE_TICKS = 10
 const CONNECT_TIMEOUT_MS = 10_000
+/** While downloading, flush what was written every this many ticks: a failing disk stops the torrent within seconds, not at the end. */
+const FLUSH_TICKS = 10
 
 export class TorrentSwarm extends EventEmitter {
   readonly have: PieceSet
@@ -98,6 +111,17 @@ export class TorrentSwarm extends EventEmitter {
   private doneWhy?: string
   private errorText?: string
   private checkJob?: Promise<void>
+  /** The target check in progress (at most one), and whether another is due after it. */
+  private targetCheck?: Promise<void>
+  private targetRecheck = false
+  /** When the torrent last went online, and when a piece was last verified (for lastProgress). */
+  private onlineSince = 0
+  private pieceAt = 0
+  /** The periodic flush in progress, and whether pieces were written since the last one began. */
+  private flushing?: Promise<void>
+  private unflushed = false
+  /** The tracker's failure when it was last stopped (going offline), still shown until it is started again. */
+  private stoppedTrackerError?: string
   private closing = false
   private readonly startedAt = Date.now()
   private finishedAt?: number
@@ -127,7 +151,7 @@ export class TorrentSwarm extends EventEmitter {
       limit: ctx.uploadLimit,
       onError: (err) => this.fail(err),
     })
-    this.downloads = new PieceDownloader(torrent, store, this.have, this.picker, ctx.budget, ctx.verifier, this.log, {
+    this.downloads = new PieceDownloader(torrent, store, this.have, this.picker, ctx.budget, this.log, {
       canRequest: () => this.online && !this.have.complete,
       peers: () => this.peers,
       onPiece: (index) => this.pieceDone(index),
@@ -220,6 +244,8 @@ export class TorrentSwarm extends EventEmitter {
   private goOnline(): void {
     if (this.online || this.closing) return
     this.online = true
+    this.onlineSince = Date.now()
+    this.stoppedTrackerError = undefined
     if (this.opts.trackers.length > 0) {
       this.tracker = new TrackerClient({
         infoHash: this.torrent.infoHash,
@@ -232,12 +258,14 @@ export class TorrentSwarm extends EventEmitter {
           this.online && (this.have.complete ? this.policy.seedRatio !== undefined || this.policy.seedIdle !== undefined : this.peers.size < this.opts.maxConnections),
         log: this.log,
       })
+      this.tracker.on('failure', () => this.changed())
       this.tracker.on('peer', (a: PeerAddress) => {
+        if (!this.allowed(a.host)) return this.log.debug({ peer: addressKey(a), allowed: String(this.ctx.allowPeers) }, 'tracker peer outside --allow-peers: not dialed')
         this.dialer.add(a, 'tracker')
         this.dial()
       })
+      // complete from the start: 'started' with left=0 says so; 'completed' is only for a download that finished (BEP 3)
       this.tracker.start()
-      if (this.have.complete) this.tracker.completed()
     }
     if (this.opts.trackers.length === 0 && this.opts.peers.length === 0 && !this.have.complete) {
       this.log.warn('no tracker in the torrent and no --peer given: waiting for peers to connect to us')
@@ -255,7 +283,10 @@ export class TorrentSwarm extends EventEmitter {
     this.downloads.abort()
     const tracker = this.tracker
     this.tracker = undefined
-    return tracker ? tracker.stop() : Promise.resolve()
+    if (!tracker) return Promise.resolve()
+    const stopped = tracker.stop()
+    this.stoppedTrackerError = tracker.error
+    return stopped
   }
 
   private bytesLeft(): number {
@@ -275,12 +306,55 @@ export class TorrentSwarm extends EventEmitter {
     this.dial()
     for (const p of this.peers) {
       const want = Math.ceil((p.download.rate() * DEPTH_SECONDS) / BLOCK_SIZE)
-      p.depth = Math.min(p.maxRequests, Math.max(DEPTH_MIN, Math.min(DEPTH_MAX, want)))
+      p.depth = p.snubbed ? 1 : Math.min(p.maxRequests, Math.max(DEPTH_MIN, Math.min(DEPTH_MAX, want)))
     }
     if (this.ticks % CHOKE_TICKS === 1) this.rechoke(this.ticks % (CHOKE_TICKS * 3) === 1)
     this.downloads.fillAll()
+    this.watchTarget()
+    if (this.ticks % FLUSH_TICKS === 0) this.flushWritten()
     this.checkDone()
     this.changed()
+  }
+
+  /**
+   * While writing (every tick and after every piece), check that the target
+   * is still the one opened; fail the torrent if it is not. After a piece, so
+   * that a truncated file is seen before later writes grow it back.
+   */
+  private watchTarget(): void {
+    const verify = this.opts.verifyTarget
+    if (!verify || this.seeding || this.errorText !== undefined) return
+    if (this.targetCheck) {
+      this.targetRecheck = true
+      return
+    }
+    this.targetCheck = verify().then(
+      () => {
+        this.targetCheck = undefined
+        if (!this.targetRecheck) return
+        this.targetRecheck = false
+        this.watchTarget()
+      },
+      (err: Error) => {
+        this.targetCheck = undefined
+        this.fail(err)
+      },
+    )
+  }
+
+  /** fdatasync what was written since the last flush, so that a writeback error shows early and names a narrow span. */
+  private flushWritten(): void {
+    if (!this.unflushed || this.flushing || this.finishing || this.seeding || this.errorText !== undefined) return
+    this.unflushed = false
+    this.flushing = this.store.flush().then(
+      () => {
+        this.flushing = undefined
+      },
+      (err: Error) => {
+        this.flushing = undefined
+        this.fail(err)
+      },
+    )
   }
 
   private dial(): void {
@@ -293,7 +367,7 @@ export class TorrentSwarm extends EventEmitter {
   private connectTo(a: PeerAddress): void {
     this.connecting++
     const bind = this.ctx.bind && this.ctx.bind !== '0.0.0.0' && this.ctx.bind !== '::' ? this.ctx.bind : undefined
-    const socket = connect({ host: a.host, port: a.port, localAddress: bind })
+    const socket = connectPeer({ host: a.host, port: a.port, localAddress: bind })
     const timer = setTimeout(() => socket.destroy(new Error('connect timed out')), CONNECT_TIMEOUT_MS)
     timer.unref()
     let settled = false
@@ -302,7 +376,7 @@ export class TorrentSwarm extends EventEmitter {
       settled = true
       clearTimeout(timer)
       this.connecting--
-      this.dialer.closed(a, true)
+      this.dialer.closed(a, true, err.message)
       this.log.debug({ peer: addressKey(a), err: err.message }, 'connect failed')
     }
     socket.once('error', failed)
@@ -313,6 +387,12 @@ export class TorrentSwarm extends EventEmitter {
       socket.off('error', failed)
       this.connecting--
       const ip = (socket.remoteAddress ?? a.host).replace(/^::ffff:/, '')
+      if (!this.allowed(ip)) {
+        socket.destroy()
+        this.dialer.closed(a, true, `${ip} is outside --allow-peers`)
+        this.log.warn({ peer: addressKey(a), ip, allowed: String(this.ctx.allowPeers) }, 'peer address outside --allow-peers: not connecting')
+        return
+      }
       const conn = new PeerConnection(socket, 'out', ip, a.port)
       if (!this.online) {
         conn.close('offline')
@@ -325,7 +405,7 @@ export class TorrentSwarm extends EventEmitter {
         return
       }
       let attached = false
-      conn.once('close', () => this.dialer.closed(a, !attached))
+      conn.once('close', (reason: string) => this.dialer.closed(a, !attached, reason))
       conn.wire.once('handshake', (infoHash: string, peerId: string) => {
         if (infoHash !== this.torrent.infoHash) return conn.close('handshake for another torrent')
         if (peerId === this.ctx.peerId.toString('hex')) {
@@ -393,16 +473,21 @@ export class TorrentSwarm extends EventEmitter {
     const wire = conn.wire
     const n = this.torrent.pieceCount
     const pieces = new PieceSet(n)
+    conn.frames.setPieceCount(n)
+    conn.frames.checkBlock = (index, offset, length) => this.checkBlock(conn, index, offset, length)
+    const timeout = this.ctx.requestTimeout ?? REQUEST_TIMEOUT_MS
+    conn.blocks.setTimeout(timeout)
     conn.pieces = pieces
     // a bitfield normally comes first and once; one that comes later only adds pieces
     wire.on('bitfield', (bf: { buffer: Uint8Array }) => {
       const bits = bf.buffer
-      if (bits.length !== pieces.bits.length) return conn.close(`protocol error: bitfield of ${bits.length} bytes for ${n} pieces`)
+      if (bits.length !== pieces.bits.length) return conn.violation(`bitfield of ${bits.length} bytes for ${n} pieces`)
       for (let i = 0; i < n; i++) if (bits[i >> 3] & (0x80 >> (i & 7))) this.peerGained(conn, i)
       this.afterPeerPieces(conn)
     })
     wire.on('have', (index: number) => {
-      if (index >= n) return conn.close(`protocol error: have ${index} of ${n} pieces`)
+      // the wire reads 2^31 and more as negative
+      if (!(index >= 0 && index < n)) return conn.violation(`have for piece ${index >>> 0} of ${n}`)
       this.peerGained(conn, index)
       this.afterPeerPieces(conn)
     })
@@ -412,20 +497,25 @@ export class TorrentSwarm extends EventEmitter {
       if (!wire.amChoking) this.chokePeer(conn)
       this.quickUnchoke()
     })
-    wire.on('request', (index: number, offset: number, length: number, respond: (err: Error | null, data?: Uint8Array) => void) =>
-      this.uploads.request(conn, index, offset, length, respond),
-    )
-    wire.on('cancel', (index: number, offset: number, length: number) => this.uploads.cancel(conn, index, offset, length))
-    wire.on('timeout', () => {
+    conn.blocks.on('request', (index: number, offset: number, length: number) => this.uploads.request(conn, index, offset, length))
+    conn.blocks.on('cancel', (index: number, offset: number, length: number) => this.uploads.cancel(conn, index, offset, length))
+    // no requested block for `timeout` ms: take its requests back and leave it one; if that one times out too, drop it
+    conn.blocks.on('timeout', () => {
+      if (this.downloads.readsPaused) return // we stopped reading (the disk is behind): not the peer's fault
+      if (conn.snubbed) {
+        this.log.info({ peer: conn.address, timeoutMs: timeout }, 'peer answers no requests: disconnected')
+        return conn.close(`requests timed out: no block in ${(2 * timeout) / 1000} s`)
+      }
       this.log.debug({ peer: conn.address, inflight: conn.inflight.size }, 'peer snubbed us (request timeout)')
-      conn.depth = DEPTH_MIN
+      conn.snubbed = true
+      conn.depth = 1
       this.downloads.snubbed(conn)
     })
-    wire.on('download', (bytes: number) => {
+    conn.blocks.on('download', (bytes: number) => {
       conn.download.add(bytes)
       this.downloaded.add(bytes)
     })
-    wire.on('upload', (bytes: number) => {
+    conn.blocks.on('upload', (bytes: number) => {
       conn.upload.add(bytes)
       this.uploaded.add(bytes)
     })
@@ -437,6 +527,27 @@ export class TorrentSwarm extends EventEmitter {
       if (this.bans.isBanned(conn.identity)) conn.close('banned')
     })
     conn.once('close', (reason: string) => this.detach(conn, reason))
+  }
+
+  /** A block's header, before the wire buffers the block: one we ask for (in range, 16 KiB-aligned), and asked of this peer? */
+  private checkBlock(conn: PeerConnection, index: number, offset: number, length: number): string | undefined {
+    const n = this.torrent.pieceCount
+    if (index >= n) return `block of piece ${index} of ${n}`
+    const size = pieceSize(this.torrent.layout, index)
+    if (offset % BLOCK_SIZE !== 0 || length !== Math.min(BLOCK_SIZE, size - offset)) {
+      return `block of ${length} bytes at ${offset} of piece ${index} (${size} bytes), not a ${BLOCK_SIZE / 1024} KiB block we ask for`
+    }
+    if (conn.inflight.has(blockKey(index, offset / BLOCK_SIZE))) {
+      conn.snubbed = false
+      conn.unrequestedBlocks = 0
+    } else if (++conn.unrequestedBlocks > UNREQUESTED_MAX) {
+      return `${conn.unrequestedBlocks} blocks in a row that we had not asked for`
+    }
+    return undefined
+  }
+
+  private allowed(ip: string): boolean {
+    return this.ctx.allowPeers?.allows(ip) ?? true
   }
 
   private peerGained(conn: PeerConnection, index: number): void {
@@ -464,6 +575,10 @@ export class TorrentSwarm extends EventEmitter {
     if (!this.peers.delete(conn)) return
     this.log.debug({ peer: conn.address, reason }, 'peer gone')
     this.downloads.peerGone(conn)
+    if (conn.misbehaved) {
+      this.downloads.discardFrom(conn)
+      this.ban(conn.identity, reason)
+    }
     const pieces = conn.pieces
     if (pieces && pieces.count > 0) {
       for (let i = 0; i < this.torrent.pieceCount; i++) if (pieces.has(i)) this.picker.peerLost(i)
@@ -528,6 +643,9 @@ export class TorrentSwarm extends EventEmitter {
 
   /** A piece was verified and written: tell the peers, drop interest where it is gone, finish when it was the last. */
   private async pieceDone(index: number): Promise<void> {
+    this.pieceAt = Date.now()
+    this.unflushed = true
+    this.watchTarget()
     for (const p of this.peers) {
       p.wire.have(index)
       if (p.pieces!.has(index)) {
@@ -544,6 +662,8 @@ export class TorrentSwarm extends EventEmitter {
     this.finishing = true
     try {
       await this.store.finish()
+      // a target deleted or truncated meanwhile took the writes with it: never report that as finished
+      await this.opts.verifyTarget?.()
     } catch (err) {
       this.fail(err as Error)
       return
@@ -637,6 +757,7 @@ export class TorrentSwarm extends EventEmitter {
     await this.goOffline('session closing')
     await this.checkJob
     await this.downloads.close()
+    await this.flushing
     this.ctx.readCache.drop(this.store)
     try {
       if (this.errorText === undefined) await this.store.flush()
@@ -651,7 +772,7 @@ export class TorrentSwarm extends EventEmitter {
   /** Emit 'change' when anything a status reader would see has changed. */
   private changed(): void {
     const s = this.status()
-    const key = `${s.state}|${s.piecesDone}|${s.peers}|${s.bans.length}|${s.totalUploaded}|${s.totalDownloaded}|${s.paused}|${s.done}`
+    const key = `${s.state}|${s.piecesDone}|${s.peers}|${s.bans.length}|${s.totalUploaded}|${s.totalDownloaded}|${s.paused}|${s.done}|${s.trackerError !== undefined}`
     if (key === this.lastEmitted) return
     this.lastEmitted = key
     this.emit('change', s)
@@ -682,6 +803,9 @@ export class TorrentSwarm extends EventEmitter {
       target: this.opts.target,
       state: this.state,
       error: this.errorText,
+      lastProgress: this.online && this.state === 'downloading' && !this.have.complete ? Math.max(this.downloaded.last, this.pieceAt, this.onlineSince) : undefined,
+      trackerError: this.tracker?.error ?? this.stoppedTrackerError,
+      unreachable: this.dialer.failing(),
       progress: this.torrent.totalLength > 0 ? done / this.torrent.totalLength : 1,
       total: this.torrent.totalLength,
       totalDone: done,
@@ -703,6 +827,7 @@ export class TorrentSwarm extends EventEmitter {
       done: this.doneWhy !== undefined,
       doneReason: this.doneWhy,
       bans: this.bans.list().map(({ peer, reason }) => ({ peer, reason })),
+      hashFailures: this.downloads.hashFailures,
       peerList,
     }
   }

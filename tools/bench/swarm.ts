@@ -3,7 +3,11 @@
  * experiment of EZIO's scaling table scaled to this machine.
  *
  *   npm run bench:swarm -- [--nodes 1,2,4,8,16,32] [--rate 100mbit] [--seeder-rate RATE]
- *                          [--size 128M] [--timeout 900]
+ *                          [--size 128M] [--piece-size 256K] [--timeout 900]
+ *
+ * Piece size matters: a node can re-serve only whole verified pieces, so the
+ * swarm pipelines well only with many pieces per image. EZIO's 16 MiB pieces
+ * over a 50 GB image are ~3,200 pieces; 256 KiB over 128 MiB is 512.
  *
  * For each N: a seeder (blockswarm seed, embedded tracker) in its namespace
  * and N `blockswarm deploy` processes in theirs, started at once; then the
@@ -39,11 +43,12 @@ interface Options {
   rate: string
   seederRate?: string
   size: number
+  pieceSize: string
   timeout: number
 }
 
 function parseArgs(argv: string[]): Options {
-  const opts: Options = { nodes: [1, 2, 4, 8, 16, 32], rate: '100mbit', size: parseSize('128M'), timeout: 900 }
+  const opts: Options = { nodes: [1, 2, 4, 8, 16, 32], rate: '100mbit', size: parseSize('128M'), pieceSize: '256K', timeout: 900 }
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1]
     switch (argv[i]) {
@@ -65,6 +70,10 @@ function parseArgs(argv: string[]): Options {
         break
       case '--size':
         opts.size = parseSize(v)
+        i++
+        break
+      case '--piece-size':
+        opts.pieceSize = v
         i++
         break
       case '--timeout':
@@ -141,7 +150,11 @@ async function verify(torrentFile: string, target: string): Promise<boolean> {
 /** `serve-http IMAGE TORRENT ADDR PORT`: stream the torrent's extents from the image to every GET (unicast baseline). */
 function serveHttp(image: string, torrentFile: string, addr: string, port: number): void {
   const t = parseTorrent(readFileSync(torrentFile))
-  createServer(async (_req, res) => {
+  createServer(async (req, res) => {
+    if (req.url === '/ping') {
+      res.end('ok')
+      return
+    }
     res.writeHead(200, { 'content-length': String(t.totalLength), 'content-type': 'application/octet-stream' })
     for (const e of t.extents) {
       const stream = createReadStream(image, { start: e.offset, end: e.offset + e.length - 1, highWaterMark: 1 << 20 })
@@ -154,6 +167,10 @@ function serveHttp(image: string, torrentFile: string, addr: string, port: numbe
 interface SwarmRun {
   n: number
   finishes: number[]
+  /** Bytes the deploy nodes uploaded to each other (the rest came from the seeder). */
+  peerBytes: number
+  /** Seconds from process start to the first downloaded byte's torrent start (startup + resume check), median. */
+  startup: number
   verified: boolean
   cpu: number
   wall: number
@@ -207,8 +224,10 @@ async function runSwarm(topo: Topology, n: number, image: string, imageSize: num
     )
     const results = await withTimeout(Promise.all(nodes), timeoutMs, `swarm N=${n}`)
     const finishes: number[] = []
+    const startups: number[] = []
+    let peerBytes = 0
     for (const [i, r] of results.entries()) {
-      let j: { ok?: boolean; finishedAt?: number; error?: string }
+      let j: { ok?: boolean; finishedAt?: number; downloadSeconds?: number; uploaded?: number; error?: string }
       try {
         j = JSON.parse(r.out)
       } catch {
@@ -216,13 +235,16 @@ async function runSwarm(topo: Topology, n: number, image: string, imageSize: num
       }
       if (!j.ok || j.finishedAt === undefined) throw new Error(`node ${i + 1} failed (exit ${r.code}): ${j.error ?? r.err.slice(-2000)}`)
       finishes.push((j.finishedAt - t0) / 1000)
+      startups.push((j.finishedAt - t0) / 1000 - (j.downloadSeconds ?? 0))
+      peerBytes += j.uploaded ?? 0
     }
     const wall = (Date.now() - t0) / 1000
     seeder.kill('SIGTERM')
     await seederExit
     let verified = true
     for (const t of targets) verified = (await verify(torrentFile, t)) && verified
-    return { n, finishes: finishes.sort((a, b) => a - b), verified, cpu: childCpuSeconds() - cpu0, wall }
+    startups.sort((a, b) => a - b)
+    return { n, finishes: finishes.sort((a, b) => a - b), peerBytes, startup: startups[Math.floor((n - 1) / 2)], verified, cpu: childCpuSeconds() - cpu0, wall }
   } finally {
     seeder.kill('SIGKILL')
     for (const t of targets) rmSync(t, { force: true })
@@ -251,7 +273,7 @@ async function main(): Promise<void> {
   const MiB = 1024 * 1024
   const image = makeExt4Image(work, opts.size)
   const torrentFile = join(work, 'golden.torrent')
-  execFileSync(process.execPath, [CLI, 'create', image.path, '-o', torrentFile, '--tracker', `http://${Topology.address(0)}:${TRACKER_PORT}/announce`, '--json'])
+  execFileSync(process.execPath, [CLI, 'create', image.path, '-o', torrentFile, '--tracker', `http://${Topology.address(0)}:${TRACKER_PORT}/announce`, '--piece-size', opts.pieceSize, '--json'])
   const S = parseTorrent(readFileSync(torrentFile)).totalLength
   topo = Topology.create({ nodes: maxN + 1, rate: opts.rate, seederRate: opts.seederRate })
   const timeoutMs = opts.timeout * 1000
@@ -263,10 +285,10 @@ async function main(): Promise<void> {
   process.stdout.write(
     `image: ext4 ${fmt(image.size / MiB)} MiB, torrent S = ${fmt(S / MiB)} MiB; links ${opts.rate}` +
       (opts.seederRate ? ` (seeder ${opts.seederRate})` : '') +
-      `: nominal ${fmt(rateBytes(opts.rate) / 1e6)} MB/s, measured goodput C = ${fmt(C / 1e6)} MB/s\n\n`,
+      `, pieces ${opts.pieceSize}: nominal ${fmt(rateBytes(opts.rate) / 1e6)} MB/s, measured goodput C = ${fmt(C / 1e6)} MB/s\n\n`,
   )
 
-  const header = ['N', 'unicast last s', 'swarm first s', 'median s', 'last s', 'T* s', 'last/T*', 'unicast/T*', 'CPU-s', 'wall-s', 'verified']
+  const header = ['N', 'unicast last s', 'swarm first s', 'median s', 'last s', 'T* s', 'last/T*', 'unicast/T*', 'from peers', 'startup s', 'CPU-s', 'wall-s', 'verified']
   const rows: string[][] = []
   let lastLine = ''
   for (const n of opts.nodes) {
@@ -275,7 +297,7 @@ async function main(): Promise<void> {
     const tStar = Math.max(S / Cseed, S / C, (n * S) / (Cseed + n * C))
     const last = sw.finishes[sw.finishes.length - 1]
     const median = sw.finishes[Math.floor((sw.finishes.length - 1) / 2)]
-    rows.push([String(n), fmt(uni.last), fmt(sw.finishes[0]), fmt(median), fmt(last), fmt(tStar), (last / tStar).toFixed(2), (uni.last / tStar).toFixed(2), fmt(sw.cpu), fmt(sw.wall), sw.verified ? `${n}/${n}` : 'NO'])
+    rows.push([String(n), fmt(uni.last), fmt(sw.finishes[0]), fmt(median), fmt(last), fmt(tStar), (last / tStar).toFixed(2), (uni.last / tStar).toFixed(2), `${Math.round((100 * sw.peerBytes) / (n * S))}%`, fmt(sw.startup), fmt(sw.cpu), fmt(sw.wall), sw.verified ? `${n}/${n}` : 'NO'])
     process.stdout.write(`N=${n}: swarm last ${fmt(last)} s (T* ${fmt(tStar)} s), unicast last ${fmt(uni.last)} s, CPU ${fmt(sw.cpu)} s over ${fmt(sw.wall)} s wall\n`)
     if (!sw.verified) process.exitCode = 1
     lastLine = `swarm N=${n}: last ${fmt(last)} s, bound ${fmt(tStar)} s, ratio ${(last / tStar).toFixed(2)}`
