@@ -264,7 +264,7 @@ describe('all peers gone', () => {
     expect(j.state).toBe('downloading')
     expect(j.error).toMatch(
       new RegExp(
-        `^stalled: no data for 3 s \\(--stall-timeout\\); no peer connected; ${esc(peer)} unreachable: connect ECONNREFUSED ${esc(peer)} \\(\\d+ tries\\); ` +
+        `^stalled: no data for 3 s \\(--stall-timeout\\); no peer connected; ${esc(peer)} unreachable: connect ECONNREFUSED ${esc(peer)} \\(\\d+ failed dials?\\); ` +
           `${j.piecesDone}/${n} pieces are on the target, a new deploy resumes from there$`,
       ),
     )

@@ -45,6 +45,7 @@ function status(over: Partial<TorrentStatus> = {}): TorrentStatus {
     paused: false,
     done: false,
     bans: [],
+    hashFailures: 0,
     peerList: [],
     ...over,
   }

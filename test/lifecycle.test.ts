@@ -298,6 +298,7 @@ describe('done policy', () => {
     const startNode = (i: number) => {
       const others = ports.filter((_, j) => j !== i).flatMap((p) => ['--peer', `127.0.0.1:${p}`])
       // the ratio and idle rules cannot be met within the test: only "every known peer is a seed" ends the seeding
+      // (LIFECYCLE_LOG=debug shows each node's peers when this test needs a look)
       const child = startProcess(process.execPath, [
         CLI, 'deploy', torrentFile, devices[i], '--port', String(ports[i]), '--peer', `127.0.0.1:${seedPort}`, ...others,
         '--seed-ratio', '100', '--seed-idle', '600', '--json', '--log-level', process.env.LIFECYCLE_LOG ?? 'warn',

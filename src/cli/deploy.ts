@@ -45,7 +45,7 @@ function stallMessage(s: TorrentStatus, timeoutMs: number, now: number): string 
   if (timeoutMs <= 0 || s.lastProgress === undefined || now - s.lastProgress < timeoutMs) return undefined
   const why = [s.peers === 0 ? 'no peer connected' : `${s.peers} peer(s) connected, none sent data`]
   const unreachable = s.unreachable ?? []
-  for (const u of unreachable.slice(0, 3)) why.push(`${u.address} unreachable: ${u.error} (${u.failures} tries)`)
+  for (const u of unreachable.slice(0, 3)) why.push(`${u.address} unreachable: ${u.error} (${u.failures} failed dial${u.failures === 1 ? '' : 's'})`)
   if (unreachable.length > 3) why.push(`${unreachable.length - 3} more peers unreachable`)
   if (s.trackerError) why.push(`tracker: ${s.trackerError}`)
   return (

@@ -22,6 +22,9 @@
  * CPU-s: the leecher's whole process (reaped-children times); the seeder's
  * during the transfer. Peak RSS: VmHWM polled from /proc (RssAnon peak in
  * brackets: libtorrent maps its files, which counts file pages as RSS).
+ * blockswarm runs as the installed command does: bin/blockswarm.js by its #!
+ * line (with its V8 flags). Deploys use --skip-check (a fresh target) and the
+ * default --memory unless given.
  * Needs root (losetup). Cleans up (processes by PID, the loop device, temp
  * files) on exit, on error and on SIGINT/SIGTERM.
  */
@@ -383,9 +386,9 @@ async function startSeeder(kind: 'bs' | 'lt', f: Fixture, port: number, memory?:
     await waitFor('libtorrent seed', w, () => w.out.includes('"ready"'), 30_000)
     return w
   }
-  const args = [CLI, 'seed', f.torrentFile, f.image, '--port', String(port), '--bind', '127.0.0.1', '--log-level', 'warn']
+  const args = ['seed', f.torrentFile, f.image, '--port', String(port), '--bind', '127.0.0.1', '--log-level', 'warn']
   if (memory) args.push('--memory', memory)
-  const w = startWatched(process.execPath, args)
+  const w = startWatched(CLI, args)
   await waitFor('blockswarm seed', w, () => w.out.includes('opentracker whitelist line'), 30_000)
   return w
 }
@@ -422,10 +425,10 @@ async function transfer(c: CaseName, f: Fixture, targets: { file: string; loop: 
       leechArgs = [PYTHON, [LT_PEER, 'leech', f.torrentFile, target, String(leechPort), `127.0.0.1:${seedPort}`]]
     } else {
       target = c === 'bs-loop' ? targets.loop : targets.file
-      const args = [CLI, 'deploy', f.torrentFile, target, '--port', String(leechPort), '--bind', '127.0.0.1', '--peer', `127.0.0.1:${seedPort}`]
+      const args = ['deploy', f.torrentFile, target, '--port', String(leechPort), '--bind', '127.0.0.1', '--peer', `127.0.0.1:${seedPort}`]
       args.push('--skip-check', '--seed-idle', '0', '--json', '--log-level', 'warn')
       if (memory) args.push('--memory', memory)
-      leechArgs = [process.execPath, args]
+      leechArgs = [CLI, args]
     }
     const seedCpu0 = liveCpu(seeder.child.pid!)
     const cpu0 = reapedCpu()
