@@ -206,10 +206,15 @@ async function runSwarm(topo: Topology, n: number, image: string, imageSize: num
   const seeder = topo.spawn(0, process.execPath, [
     CLI, 'seed', torrentFile, image, '--tracker-embedded', String(TRACKER_PORT), '--bind', addr, '--port', String(BT_PORT), '--tracker-interval', '5',
   ])
+  let seederLog = ''
+  seeder.stderr?.on('data', (d) => (seederLog = (seederLog + d).slice(-4000)))
+  seeder.stdout?.on('data', (d) => (seederLog = (seederLog + d).slice(-4000)))
   const seederExit = collect(seeder)
   const targets = Array.from({ length: n }, (_, i) => join(work, `node${i + 1}.img`))
   try {
-    await waitHttp(topo, 1, `http://${addr}:${TRACKER_PORT}/stats`, 20_000)
+    await waitHttp(topo, 1, `http://${addr}:${TRACKER_PORT}/stats`, 20_000).catch((err) => {
+      throw new Error(`${(err as Error).message}; seeder (exit ${seeder.exitCode}) said: ${seederLog}`)
+    })
     for (const t of targets) {
       writeFileSync(t, '')
       execFileSync('truncate', ['-s', String(imageSize), t])
