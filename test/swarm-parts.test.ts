@@ -90,6 +90,12 @@ describe('MemoryBudget', () => {
     expect(b.tryAlloc(16)).toBeUndefined()
     b.free(big!)
     expect(b.inUse).toBe(0)
+    // kept for the next piece of that size (a new one each time is garbage V8 must collect)
+    expect(b.tryAlloc(4096)).toBe(big)
+    // and dropped when a smaller allocation needs the room
+    b.free(big!)
+    expect(b.tryAlloc(1024)).not.toBe(big)
+    expect(b.inUse).toBe(1024)
   })
 })
 

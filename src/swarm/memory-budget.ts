@@ -9,7 +9,8 @@
  * collections for the external memory (measured: ~30% of a download's CPU).
  *
  * One piece larger than the whole budget may still be taken when nothing else
- * is held, so a torrent with huge pieces can make progress (one at a time).
+ * is held, so a torrent with huge pieces can make progress (one at a time);
+ * its buffer is kept for the next one like any other.
  */
 import { EventEmitter } from 'node:events'
 
@@ -86,8 +87,10 @@ export class MemoryBudget extends EventEmitter {
   free(buf: Buffer): void {
     const size = buf.length
     const whole = buf.byteOffset === 0 && buf.buffer.byteLength === size
-    // giving `size` back and keeping the buffer leaves used + pooled unchanged
-    if (whole && this.waiters.length === 0 && this.used + this.pooled <= this.capacity) {
+    // giving `size` back and keeping the buffer leaves used + pooled unchanged; a piece
+    // larger than the budget (held alone) is kept too, or every piece would be a new one
+    const alone = this.used === size && this.pooled === 0
+    if (whole && this.waiters.length === 0 && (this.used + this.pooled <= this.capacity || alone)) {
       const list = this.pool.get(size) ?? []
       list.push(buf)
       this.pool.set(size, list)
