@@ -7,5 +7,8 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Tests use real loop devices, processes and ports: keep files serial to bound load on 2 cores.
     fileParallelism: false,
+    // The JSON report lets .ci/run print a plain "N passed, N failed" closing line.
+    reporters: ['default', 'json'],
+    outputFile: { json: 'dist/vitest-report.json' },
   },
 })
