@@ -20,7 +20,10 @@ import { extentsEnd } from '../src/torrent/extents.js'
 import { type ExtentTorrent, MAX_PIECE_LENGTH, MIN_PIECE_LENGTH, parseTorrent, TorrentError } from '../src/torrent/metainfo.js'
 import { openStore } from '../src/storage/store.js'
 import { TargetRefused } from '../src/storage/types.js'
-import { cleanupAll, cli, loopAttach, pseudoRandom, tempDir } from './helpers/sys.js'
+import { Status } from 'nice-grpc'
+import { connectControl } from '../src/control/client.js'
+import { extentDigest, makeImage, makeTarget, startInProcessDaemon, startSeeder } from './helpers/grpc-fixtures.js'
+import { cleanupAll, cli, loopAttach, onCleanup, pseudoRandom, tempDir } from './helpers/sys.js'
 
 afterEach(cleanupAll)
 
@@ -602,5 +605,50 @@ describe('openStore on valid torrents whose extents end past the target', () => 
     await (await openStore(exact, dev, { mode: 'write' })).close()
     expect((await readFile(dev)).equals(pattern)).toBe(true)
     expect((await readFile(file)).equals(pattern)).toBe(true)
+  })
+})
+
+describe('AddTorrent over gRPC on hostile input', () => {
+  it('answers every malformed torrent with INVALID_ARGUMENT naming the problem, writes nothing, and keeps deploying meanwhile', async () => {
+    const dir = await tempDir('bsw-fuzz-grpc-')
+    // A real deploy in progress (a slow seeder), so "keeps serving" is a fact, not an assumption.
+    const image = await makeImage(dir, 'golden', 4 * 1024 * 1024)
+    const seeder = await startSeeder(image, 1024 * 1024)
+    const daemon = await startInProcessDaemon({ peers: [seeder.peer] })
+    const good = await makeTarget(dir, 'good.img', image.size)
+    const client = connectControl(daemon.address)
+    onCleanup(async () => client.close())
+    await client.ezio.AddTorrent({ torrent: image.torrent.raw, savePath: good, seedingMode: false, maxUploads: 0, maxConnections: 0, sequentialDownload: false })
+    // A target of a known pattern that every malformed add names: not one byte may change.
+    const victim = join(dir, 'victim.img')
+    const pattern = pseudoRandom(256 * 1024, 99)
+    await writeFile(victim, pattern)
+
+    const cases = fc.sample(fc.oneof(...malformed.map(([, arb]) => arb)), { seed: SEED, numRuns: 200 })
+    for (const c of cases) {
+      const parsed = boundedParse(c.bytes)
+      if ('torrent' in parsed) continue // a case that happens to be valid (e.g. a harmless flip) is not the point here
+      let status: { code?: number; details?: string } | undefined
+      try {
+        await client.ezio.AddTorrent({ torrent: c.bytes, savePath: victim, seedingMode: false, maxUploads: 0, maxConnections: 0, sequentialDownload: false })
+      } catch (err) {
+        status = err as { code?: number; details?: string }
+      }
+      expect(status, `${c.what}: accepted over gRPC`).toBeDefined()
+      expect(status!.code, `${c.what}: ${status!.details}`).toBe(Status.INVALID_ARGUMENT)
+      // the control layer answers an empty request itself ("torrent is empty: …"); anything else carries the parser's reason
+      if (c.bytes.length === 0) expect(status!.details, c.what).toMatch(/^torrent is empty/)
+      else expect(status!.details, c.what).toContain((parsed.error as Error).message)
+    }
+    expect((await readFile(victim)).equals(pattern)).toBe(true)
+    expect(daemon.session.status().map((s) => s.infoHash)).toEqual([image.torrent.infoHash])
+    expect(daemon.exits).toEqual([])
+    // The deploy that ran meanwhile finishes exact.
+    const until = Date.now() + 60_000
+    while (!daemon.session.get(image.torrent.infoHash)?.finishedAt && Date.now() < until) await new Promise((r) => setTimeout(r, 200))
+    const done = daemon.session.get(image.torrent.infoHash)!
+    expect(done.error).toBeUndefined()
+    expect(done.piecesDone).toBe(done.pieceCount)
+    expect(extentDigest(image.torrent, await readFile(good))).toBe(extentDigest(image.torrent, image.bytes))
   })
 })
