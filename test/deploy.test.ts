@@ -9,38 +9,16 @@
  * missing.
  */
 import { copyFile, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { parseTorrent, type ExtentTorrent } from '../src/torrent/metainfo.js'
 import { gapsOf } from '../src/torrent/extents.js'
 import { extTestTree, makeExtImage, makeStaleTarget, treeDifferences, writeTree } from './helpers/images-ext.js'
-import { captureOutput, CLI, cleanupAll, cli, loopAttach, run, startProcess, waitExit } from './helpers/sys.js'
+import { captureOutput, cleanupAll, CLI, cli, freePort, loopAttach, run, startProcess, waitExit, waitFor } from './helpers/sys.js'
 
 const MiB = 1024 * 1024
 const IMAGE_SIZE = 64 * MiB
-
-/** A free TCP port below 32768 on 127.0.0.1 (this machine's ephemeral range starts above). */
-async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000)
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createServer()
-      s.once('error', () => resolve(false))
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
-    })
-    if (ok) return port
-  }
-}
-
-async function waitFor(what: string, pred: () => boolean, timeoutMs: number, output: () => string): Promise<void> {
-  const until = Date.now() + timeoutMs
-  while (!pred()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; output so far:\n${output()}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
 
 /** Start `blockswarm seed` and wait until it says it is seeding. */
 async function startSeeder(args: string[]) {

@@ -4,27 +4,14 @@
  * Needs a build (`npx tsc -p .`): bin/blockswarm.js runs dist/.
  */
 import { readFile, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { extentDigest, makeImage, makeTarget, python, startDaemonProcess } from './helpers/grpc-fixtures.js'
-import { captureOutput, CLI, cleanupAll, cli, startProcess, tempDir, waitExit } from './helpers/sys.js'
+import { captureOutput, cleanupAll, CLI, cli, freePort, startProcess, tempDir, waitExit } from './helpers/sys.js'
 
 afterEach(cleanupAll)
 
 const MiB = 1024 * 1024
-
-/** A TCP port that was free a moment ago (for processes that must be told their port). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 async function statusJson(address: string, ...hashes: string[]): Promise<any[]> {
   const r = await cli(['status', '--json', '--daemon', address, ...hashes])

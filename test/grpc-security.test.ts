@@ -7,7 +7,6 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createServer } from 'node:net'
 import { Writable } from 'node:stream'
 import { ClientError, createChannel, createClient, Metadata, Status } from 'nice-grpc'
 import pino from 'pino'
@@ -19,7 +18,7 @@ import { startControlServer, type ControlServerOptions } from '../src/control/se
 import { checkListenAddress, type ControlSecurity, readToken } from '../src/control/security.js'
 import { clientSecurityFrom, controlSecurityFrom } from '../src/cli/security-options.js'
 import { startSession } from './helpers/grpc-fixtures.js'
-import { captureOutput, CLI, cleanupAll, cli, onCleanup, run, sh, startProcess, tempDir, waitExit } from './helpers/sys.js'
+import { captureOutput, cleanupAll, CLI, cli, freePort, onCleanup, run, sh, startProcess, tempDir, waitExit } from './helpers/sys.js'
 
 afterEach(cleanupAll)
 
@@ -341,18 +340,6 @@ describe('blockswarm client commands', () => {
     expect(await version(address, { ...clientSecurityFrom({ tlsCa: k.ca, tlsCert: k.clientCert, tlsKey: k.clientKey }), token: 'a1b2c3d4e5f6' })).toMatchObject({ code: 'OK' })
   })
 })
-
-/** A TCP port on 0.0.0.0 that was free a moment ago (for a process that must be told its port). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '0.0.0.0', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 describe('blockswarm daemon', () => {
   it('refuses --listen 0.0.0.0 without TLS or a token, and serves it with --tls-cert, --tls-key, --token-file', async () => {

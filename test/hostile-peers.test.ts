@@ -25,7 +25,7 @@ import { FrameGuard } from '../src/swarm/frame-guard.js'
 import { ipBytes, PeerFilter } from '../src/swarm/peer-filter.js'
 import { buildTorrent, type ExtentTorrent } from '../src/torrent/metainfo.js'
 import { bitfieldOf, blockRef, hostilePeerId, type Message, MSG, RawPeer } from './helpers/hostile-peer.js'
-import { captureOutput, CLI, cleanupAll, cli, onCleanup, pseudoRandom, startProcess, tempDir, waitExit } from './helpers/sys.js'
+import { captureOutput, cleanupAll, CLI, cli, freePort, onCleanup, pseudoRandom, startProcess, tempDir, waitExit } from './helpers/sys.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -35,18 +35,6 @@ const PIECE = 256 * KiB
 setFlagsFromString('--expose-gc')
 /** A full garbage collection, so that memory readings count live buffers only. */
 const gc = runInNewContext('gc') as () => void
-
-async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000)
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createServer()
-      s.once('error', () => resolve(false))
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
-    })
-    if (ok) return port
-  }
-}
 
 async function until(what: string, pred: () => boolean, timeoutMs = 30_000, detail: () => string = () => ''): Promise<void> {
   const end = Date.now() + timeoutMs

@@ -11,7 +11,6 @@
  */
 import { existsSync } from 'node:fs'
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
@@ -22,7 +21,7 @@ import { defaultKexecAppend, kexecLoadArgs, runThenAction, thenActionFrom, thenE
 import { parseTorrent, type ExtentTorrent } from '../src/torrent/metainfo.js'
 import { startDaemonProcess, startSession } from './helpers/grpc-fixtures.js'
 import { makeExtImage, makeStaleTarget } from './helpers/images-ext.js'
-import { captureOutput, CLI, cleanupAll, cli, loopAttach, onCleanup, pseudoRandom, run, sh, startProcess, waitExit } from './helpers/sys.js'
+import { captureOutput, cleanupAll, CLI, cli, freePort, loopAttach, onCleanup, pseudoRandom, run, sh, startProcess, waitExit, waitFor } from './helpers/sys.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -32,26 +31,6 @@ const INITRD = pseudoRandom(200 * KiB + 9, 62)
 const OTHER_KERNEL = pseudoRandom(100 * KiB, 63)
 /** A file name long enough that a symlink to it keeps its target in a data block (a "slow" symlink). */
 const LONG_NAME = `vmlinuz-${'x'.repeat(80)}`
-
-async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000)
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createServer()
-      s.once('error', () => resolve(false))
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
-    })
-    if (ok) return port
-  }
-}
-
-async function waitFor(what: string, pred: () => boolean | Promise<boolean>, timeoutMs: number, output: () => string): Promise<void> {
-  const until = Date.now() + timeoutMs
-  while (!(await pred())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; output so far:\n${output()}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
 
 /** The `--json` report of a deploy. */
 interface DeployJson {

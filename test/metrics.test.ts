@@ -8,7 +8,6 @@
  * uploaded.
  */
 import { copyFile, open, readFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import pino from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -16,23 +15,11 @@ import { parseMetricsAddress, serveSessionMetrics } from '../src/metrics/metrics
 import type { Session } from '../src/session/session.js'
 import type { TorrentStatus } from '../src/session/status.js'
 import { extentDigest, makeImage, makeTarget, startSession } from './helpers/grpc-fixtures.js'
-import { captureOutput, CLI, cleanupAll, onCleanup, startProcess, tempDir, waitExit } from './helpers/sys.js'
+import { captureOutput, cleanupAll, CLI, freePort, onCleanup, startProcess, tempDir, waitExit, waitFor } from './helpers/sys.js'
 
 afterEach(cleanupAll)
 
 const MiB = 1024 * 1024
-
-async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000)
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createServer()
-      s.once('error', () => resolve(false))
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
-    })
-    if (ok) return port
-  }
-}
 
 /** The samples of a text exposition: `name{labels}` → value. */
 function samples(text: string): Map<string, number> {
@@ -80,14 +67,6 @@ function waitStatus(session: Session, hash: string, pred: (s: TorrentStatus) => 
     session.on('change', check)
     check()
   })
-}
-
-async function waitFor(what: string, pred: () => Promise<boolean> | boolean, timeoutMs: number, output: () => string): Promise<void> {
-  const until = Date.now() + timeoutMs
-  while (!(await pred())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; output so far:\n${output()}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
 }
 
 describe('metrics', () => {

@@ -5,33 +5,12 @@
  */
 import { createHash } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { buildTorrent } from '../src/torrent/metainfo.js'
-import { captureOutput, CLI, cleanupAll, pseudoRandom, startProcess, tempDir, waitExit } from './helpers/sys.js'
+import { captureOutput, cleanupAll, CLI, freePort, pseudoRandom, startProcess, tempDir, waitExit, waitFor } from './helpers/sys.js'
 
 const KiB = 1024
-
-async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000)
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createServer()
-      s.once('error', () => resolve(false))
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
-    })
-    if (ok) return port
-  }
-}
-
-async function waitFor(what: string, pred: () => boolean, timeoutMs: number, output: () => string): Promise<void> {
-  const until = Date.now() + timeoutMs
-  while (!pred()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; output so far:\n${output()}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
 
 afterEach(cleanupAll)
 

@@ -7,28 +7,15 @@
  */
 import { createHash } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Session, SessionError } from '../src/session/session.js'
 import type { TorrentStatus } from '../src/session/status.js'
 import { gapsOf } from '../src/torrent/extents.js'
 import { buildTorrent, type ExtentTorrent, type GapPolicy } from '../src/torrent/metainfo.js'
-import { cleanupAll, onCleanup, pseudoRandom, tempDir } from './helpers/sys.js'
+import { cleanupAll, freePort, onCleanup, pseudoRandom, tempDir } from './helpers/sys.js'
 
 const KiB = 1024
-
-async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000)
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createServer()
-      s.once('error', () => resolve(false))
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
-    })
-    if (ok) return port
-  }
-}
 
 async function startSession(opts: Parameters<typeof Session.start>[0] = {}): Promise<Session> {
   const s = await Session.start({ port: await freePort(), bind: '127.0.0.1', ...opts })

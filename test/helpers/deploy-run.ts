@@ -7,29 +7,7 @@
  */
 import type { ChildProcess } from 'node:child_process'
 import { open } from 'node:fs/promises'
-import { createServer } from 'node:net'
-import { captureOutput, CLI, startProcess } from './sys.js'
-
-/** A free TCP port below 32768 on 127.0.0.1 (this machine's ephemeral range starts above). */
-export async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000)
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createServer()
-      s.once('error', () => resolve(false))
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
-    })
-    if (ok) return port
-  }
-}
-
-export async function waitFor(what: string, pred: () => boolean | Promise<boolean>, timeoutMs: number, output: () => string): Promise<void> {
-  const until = Date.now() + timeoutMs
-  while (!(await pred())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; output so far:\n${output()}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
+import { captureOutput, CLI, freePort, startProcess, waitFor } from './sys.js'
 
 export interface Proc {
   readonly child: ChildProcess
@@ -118,3 +96,5 @@ export async function firstDifference(a: string, b: string, length: number): Pro
     await fb.close()
   }
 }
+
+export { freePort, waitFor }

@@ -6,35 +6,12 @@
  */
 import type { ChildProcess } from 'node:child_process'
 import { open, readdir, readFile, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import type { ExtentTorrent } from '../../src/torrent/metainfo.js'
-import { captureOutput, CLI, run, startProcess, type RunResult } from './sys.js'
+import { captureOutput, CLI, freePort, run, startProcess, type RunResult, waitFor } from './sys.js'
 
 /** Debian's python3 (the one with the libtorrent module; `python3` on PATH may be another). */
 export const PYTHON = '/usr/bin/python3'
-
-/** A free TCP port below 32768 on 127.0.0.1 (this machine's ephemeral range starts above). */
-export async function freePort(): Promise<number> {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000)
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = createServer()
-      s.once('error', () => resolve(false))
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
-    })
-    if (ok) return port
-  }
-}
-
-/** Poll `pred` every 50 ms; throw with `output()` when `timeoutMs` passes first. */
-export async function waitFor(what: string, pred: () => boolean, timeoutMs: number, output: () => string): Promise<void> {
-  const until = Date.now() + timeoutMs
-  while (!pred()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; output so far:\n${output()}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
 
 /** What `blockswarm seed` prints before the line to put into opentracker's whitelist. */
 const WHITELIST_HEADER = 'opentracker whitelist line'
@@ -183,3 +160,5 @@ export async function startTransmission(dir: string, downloadDir: string): Promi
   }
   return { peerPort, child, output: out.text, remote, row }
 }
+
+export { freePort, waitFor }

@@ -8,6 +8,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { createServer } from 'node:net'
 import { promisify } from 'node:util'
 
 const execFileP = promisify(execFile)
@@ -125,4 +126,26 @@ export function pseudoRandom(length: number, seed = 1): Buffer {
     out.writeUInt32LE(x >>> 0, i)
   }
   return out.subarray(0, length)
+}
+
+/** A free TCP port below 32768 on 127.0.0.1 (this machine's ephemeral range starts above). */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000)
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = createServer()
+      s.once('error', () => resolve(false))
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
+    })
+    if (ok) return port
+  }
+}
+
+/** Poll `pred` until it holds, bounded in time; the error carries the output so far. */
+export async function waitFor(what: string, pred: () => boolean | Promise<boolean>, timeoutMs: number, output: () => string = () => ''): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (!(await pred())) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; output so far:\n${output()}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
 }
