@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { parseTorrent, type ExtentTorrent } from '../src/torrent/metainfo.js'
 import { gapsOf } from '../src/torrent/extents.js'
 import { extTestTree, makeExtImage, makeStaleTarget, treeDifferences, writeTree } from './helpers/images-ext.js'
-import { captureOutput, cleanupAll, CLI, cli, freePort, loopAttach, run, startProcess, waitExit, waitFor } from './helpers/sys.js'
+import { captureOutput, cleanupAll, CLI, cli, freePort, loopAttach, readRange, run, startProcess, waitExit, waitFor } from './helpers/sys.js'
 
 const MiB = 1024 * 1024
 const IMAGE_SIZE = 64 * MiB
@@ -27,17 +27,6 @@ async function startSeeder(args: string[]) {
   await waitFor('the seeder to start', () => out.text().includes('opentracker whitelist line') || child.exitCode !== null, 30_000, out.text)
   if (child.exitCode !== null) throw new Error(`seeder exited ${child.exitCode}:\n${out.text()}`)
   return { child, out }
-}
-
-async function readRange(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r')
-  try {
-    const buf = Buffer.alloc(length)
-    const { bytesRead } = await fh.read(buf, 0, length, offset)
-    return buf.subarray(0, bytesRead)
-  } finally {
-    await fh.close()
-  }
 }
 
 /** The extents that differ between two devices/files, and the gaps of `target` that differ from `stale`. */

@@ -6,7 +6,7 @@
  * device or image file, and without DEST_DISK.
  */
 import { existsSync } from 'node:fs'
-import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -17,7 +17,7 @@ import { parseTorrent } from '../src/torrent/metainfo.js'
 import { pseudoRandomBytes } from '../tools/bench/ext4-image.js'
 import { freePorts } from '../tools/demo/ports.js'
 import { type Image, makeImage, startDaemonProcess, startSeeder } from './helpers/grpc-fixtures.js'
-import { cleanupAll, CLI, loopAttach, onCleanup, pseudoRandom, ROOT, run, tempDir, waitExit } from './helpers/sys.js'
+import { cleanupAll, CLI, loopAttach, onCleanup, pseudoRandom, readRange, ROOT, run, tempDir, waitExit } from './helpers/sys.js'
 
 const EXAMPLES = join(ROOT, 'examples')
 const ORCHESTRATE = join(ROOT, 'dist/examples/orchestrate.js')
@@ -31,18 +31,6 @@ afterAll(cleanupAll)
 async function staleFile(path: string, size: number, seed: number): Promise<string> {
   await writeFile(path, pseudoRandom(size, seed))
   return path
-}
-
-/** The bytes of `length` at `offset` of a file or device. */
-async function readRange(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r')
-  try {
-    const buf = Buffer.alloc(length)
-    const { bytesRead } = await fh.read(buf, 0, length, offset)
-    return buf.subarray(0, bytesRead)
-  } finally {
-    await fh.close()
-  }
 }
 
 describe('examples/orchestrate.ts', () => {

@@ -13,8 +13,7 @@ import pino from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { parseMetricsAddress, serveSessionMetrics } from '../src/metrics/metrics-server.js'
 import type { Session } from '../src/session/session.js'
-import type { TorrentStatus } from '../src/session/status.js'
-import { extentDigest, makeImage, makeTarget, startSession } from './helpers/grpc-fixtures.js'
+import { extentDigest, makeImage, makeTarget, startSession, waitStatus } from './helpers/grpc-fixtures.js'
 import { captureOutput, cleanupAll, CLI, freePort, onCleanup, startProcess, tempDir, waitExit, waitFor } from './helpers/sys.js'
 
 afterEach(cleanupAll)
@@ -43,30 +42,6 @@ async function scrape(address: string): Promise<Map<string, number>> {
   expect(res.status).toBe(200)
   expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/)
   return samples(await res.text())
-}
-
-function waitStatus(session: Session, hash: string, pred: (s: TorrentStatus) => boolean, what: string, timeoutMs = 60_000): Promise<TorrentStatus> {
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      const s = session.get(hash)
-      if (s && pred(s)) {
-        done()
-        resolve(s)
-      }
-    }
-    const timer = setInterval(check, 100)
-    const deadline = setTimeout(() => {
-      done()
-      reject(new Error(`${what}: timed out; status ${JSON.stringify(session.get(hash))}`))
-    }, timeoutMs)
-    const done = () => {
-      clearInterval(timer)
-      clearTimeout(deadline)
-      session.off('change', check)
-    }
-    session.on('change', check)
-    check()
-  })
 }
 
 describe('metrics', () => {

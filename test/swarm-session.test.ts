@@ -10,9 +10,9 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Session, SessionError } from '../src/session/session.js'
-import type { TorrentStatus } from '../src/session/status.js'
 import { gapsOf } from '../src/torrent/extents.js'
 import { buildTorrent, type ExtentTorrent, type GapPolicy } from '../src/torrent/metainfo.js'
+import { waitStatus } from './helpers/grpc-fixtures.js'
 import { cleanupAll, freePort, onCleanup, pseudoRandom, tempDir } from './helpers/sys.js'
 
 const KiB = 1024
@@ -37,34 +37,6 @@ function makeImage(size: number, seed: number, gaps: GapPolicy, name: string): {
   for (let at = 0; at < stream.length; at += pieceLength) pieces.push(createHash('sha1').update(stream.subarray(at, at + pieceLength)).digest())
   const { buffer, torrent } = buildTorrent({ name, pieceLength, pieces: Buffer.concat(pieces), extents, meta: { gaps, targetSize: size } })
   return { image, torrent, raw: buffer }
-}
-
-/** Resolves with the torrent's status once `pred` holds (checked on every change and every 200 ms). */
-function waitStatus(session: Session, hash: string, pred: (s: TorrentStatus) => boolean, what: string, timeoutMs = 60_000): Promise<TorrentStatus> {
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      const s = session.get(hash)
-      if (s && pred(s)) {
-        done()
-        resolve(s)
-      } else if (s?.state === 'error') {
-        done()
-        reject(new Error(`${what}: torrent error: ${s.error}`))
-      }
-    }
-    const timer = setInterval(check, 200)
-    const deadline = setTimeout(() => {
-      done()
-      reject(new Error(`${what}: timed out; status ${JSON.stringify(session.get(hash))}`))
-    }, timeoutMs)
-    const done = () => {
-      clearInterval(timer)
-      clearTimeout(deadline)
-      session.off('change', check)
-    }
-    session.on('change', check)
-    check()
-  })
 }
 
 afterEach(cleanupAll)

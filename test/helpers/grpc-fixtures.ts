@@ -12,6 +12,7 @@ import { createTorrent } from '../../tools/create/create.js'
 import { startControlServer, type ControlServer } from '../../src/control/server.js'
 import { PROTO_DIR } from '../../src/control/proto-loader.js'
 import { Session, type SessionOptions } from '../../src/session/session.js'
+import type { TorrentStatus } from '../../src/session/status.js'
 import type { ExtentTorrent } from '../../src/torrent/metainfo.js'
 import { captureOutput, CLI, onCleanup, pseudoRandom, ROOT, run, startProcess } from './sys.js'
 import { connectControl } from '../../src/control/client.js'
@@ -106,4 +107,32 @@ export async function python(stubs: string, address: string, ...args: string[]):
   const r = await run(PYTHON, [PY_CLIENT, '--stubs', stubs, '--proto-dir', PROTO_DIR, address, ...args])
   if (r.code !== 0 && r.code !== 3) throw new Error(`python client ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
   return JSON.parse(r.stdout)
+}
+
+/** Resolves with the torrent's status once `pred` holds (checked on every change and every 200 ms); rejects on a torrent error or the timeout. */
+export function waitStatus(session: Session, hash: string, pred: (s: TorrentStatus) => boolean, what: string, timeoutMs = 60_000): Promise<TorrentStatus> {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const s = session.get(hash)
+      if (s && pred(s)) {
+        done()
+        resolve(s)
+      } else if (s?.state === 'error') {
+        done()
+        reject(new Error(`${what}: torrent error: ${s.error}`))
+      }
+    }
+    const timer = setInterval(check, 200)
+    const deadline = setTimeout(() => {
+      done()
+      reject(new Error(`${what}: timed out; status ${JSON.stringify(session.get(hash))}`))
+    }, timeoutMs)
+    const done = () => {
+      clearInterval(timer)
+      clearTimeout(deadline)
+      session.off('change', check)
+    }
+    session.on('change', check)
+    check()
+  })
 }

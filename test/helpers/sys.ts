@@ -5,7 +5,7 @@
  * the test failed.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createServer } from 'node:net'
@@ -147,5 +147,17 @@ export async function waitFor(what: string, pred: () => boolean | Promise<boolea
   while (!(await pred())) {
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}; output so far:\n${output()}`)
     await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+/** The bytes of `length` at `offset` of a file or device (fewer at its end). */
+export async function readRange(path: string, offset: number, length: number): Promise<Buffer> {
+  const fh = await open(path, 'r')
+  try {
+    const buf = Buffer.alloc(length)
+    const { bytesRead } = await fh.read(buf, 0, length, offset)
+    return buf.subarray(0, bytesRead)
+  } finally {
+    await fh.close()
   }
 }
