@@ -23,8 +23,10 @@ afterAll(cleanupAll)
 
 const GiB = 2 ** 30
 
+/** A status; `complete` follows the pieces unless given (every piece verified and the finish step done). */
 function status(over: Partial<TorrentStatus> = {}): TorrentStatus {
   return {
+    complete: (over.piecesDone ?? 160) === 320 && over.state !== 'finishing',
     infoHash: 'ab'.repeat(20),
     name: 'sda1',
     target: '/dev/loop7',
@@ -130,6 +132,20 @@ describe('status mapping', () => {
     expect(pausedSeed).toMatchObject({ state: 5, isPaused: true, isFinished: true })
     const pausedLeech = toEzioTorrent(status({ state: 'paused', paused: true }), now)
     expect(pausedLeech).toMatchObject({ state: 3, isPaused: true, isFinished: false })
+  })
+
+  it('finishing (every piece verified, not yet flushed): EZIO reads still downloading, below 100%; blockswarm.v1 reads FINISHING', () => {
+    const s = status({ state: 'finishing', piecesDone: 320, progress: 1, totalDone: 5 * GiB })
+    expect(s.complete).toBe(false)
+    const t = toEzioTorrent(s, now)
+    expect(t).toMatchObject({ state: 3, isFinished: false, finishedTime: 0, seedingTime: 0, totalDone: 5 * GiB - 1, numPieces: 319 })
+    expect(t.progress).toBeLessThan(1)
+    expect(toTorrentInfo(s)).toMatchObject({ state: 'TORRENT_STATE_FINISHING', complete: false, piecesDone: 320 })
+    // an error during the finish step leaves it incomplete: never finished, on either wire
+    const failed = toEzioTorrent(status({ state: 'error', piecesDone: 320, progress: 1, complete: false }), now)
+    expect(failed).toMatchObject({ state: 3, isFinished: false })
+    expect(failed.progress).toBeLessThan(1)
+    expect(toEzioTorrent(status({ state: 'seeding', piecesDone: 320, progress: 1 }), now)).toMatchObject({ state: 5, isFinished: true, progress: 1, numPieces: 320 })
   })
 
   it('keeps total while seeding and counts seconds since the last transfer', () => {

@@ -14,6 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { parseMetricsAddress, serveSessionMetrics } from '../src/metrics/metrics-server.js'
 import type { Session } from '../src/session/session.js'
 import { extentDigest, makeImage, makeTarget, startSession, waitStatus } from './helpers/grpc-fixtures.js'
+import { scrape, series } from './helpers/metrics.js'
 import { captureOutput, cleanupAll, CLI, freePort, onCleanup, startProcess, tempDir, waitExit, waitFor } from './helpers/sys.js'
 
 afterEach(cleanupAll)
@@ -21,28 +22,6 @@ afterEach(cleanupAll)
 const MiB = 1024 * 1024
 
 /** The samples of a text exposition: `name{labels}` → value. */
-function samples(text: string): Map<string, number> {
-  const out = new Map<string, number>()
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue
-    const at = line.lastIndexOf(' ')
-    out.set(line.slice(0, at), Number(line.slice(at + 1)))
-  }
-  return out
-}
-
-/** A series key as the exposition writes it (labels in the order given). */
-function series(name: string, labels: Record<string, string> = {}): string {
-  const l = Object.entries(labels).map(([k, v]) => `${k}="${v}"`)
-  return l.length ? `${name}{${l.join(',')}}` : name
-}
-
-async function scrape(address: string): Promise<Map<string, number>> {
-  const res = await fetch(`http://${address}/metrics`)
-  expect(res.status).toBe(200)
-  expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/)
-  return samples(await res.text())
-}
 
 describe('metrics', () => {
   it('a Session: per-torrent counters and gauges equal to its status, hash failures and bans counted, process metrics, removed torrents gone', async () => {

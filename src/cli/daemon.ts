@@ -14,6 +14,7 @@
 import type { Command } from 'commander'
 import { startControlServer } from '../control/server.js'
 import { serveSessionMetrics } from '../metrics/metrics-server.js'
+import { deploySucceeded } from '../session/outcome.js'
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UPLOADS, Session } from '../session/session.js'
 import type { TorrentStatus } from '../session/status.js'
 import { type DeployOutcome, describeThenAction, EXIT_THEN_FAILED, runThenAction, type ThenChoice } from '../session/then-action.js'
@@ -42,8 +43,7 @@ export function everyTorrentDone(statuses: readonly TorrentStatus[]): boolean {
 
 /** How a torrent's deploy ended, for the then-action. */
 export function outcomeOf(s: TorrentStatus): DeployOutcome {
-  const ok = s.state !== 'error' && s.piecesDone === s.pieceCount && s.finishedAt !== undefined
-  return { target: s.target, infoHash: s.infoHash, name: s.name, size: s.total, ok, error: s.error }
+  return { target: s.target, infoHash: s.infoHash, name: s.name, size: s.total, ok: deploySucceeded(s), error: s.error }
 }
 
 /** "TORRENT=PATH" → its two halves (split at the first '='). */

@@ -12,6 +12,7 @@ import { existsSync } from 'node:fs'
 import cliProgress from 'cli-progress'
 import type { Command } from 'commander'
 import { serveSessionMetrics } from '../metrics/metrics-server.js'
+import { deploySucceeded, etaSeconds } from '../session/outcome.js'
 import { Session } from '../session/session.js'
 import type { TorrentStatus } from '../session/status.js'
 import { type DeployOutcome, describeThenAction, EXIT_THEN_FAILED, runThenAction, type ThenChoice, type ThenResult } from '../session/then-action.js'
@@ -54,17 +55,11 @@ function stallMessage(s: TorrentStatus, timeoutMs: number, now: number): string 
   )
 }
 
-/** Seconds until done at the current rate, or null. */
-function eta(s: TorrentStatus): number | null {
-  const left = s.total - s.totalDone
-  return left > 0 && s.downloadRate > 0 ? Math.ceil(left / s.downloadRate) : null
-}
-
 function progressLine(s: TorrentStatus): string {
   const pct = `${(Math.floor(s.progress * 1000) / 10).toFixed(1)}%`
   return (
     `deploy ${s.name}: ${s.state} ${pct} ${s.piecesDone}/${s.pieceCount} pieces, ` +
-    `down ${formatRate(s.downloadRate)}, up ${formatRate(s.uploadRate)}, peers ${s.peers} (${s.seeds} seeds), ETA ${formatDuration(eta(s))}` +
+    `down ${formatRate(s.downloadRate)}, up ${formatRate(s.uploadRate)}, peers ${s.peers} (${s.seeds} seeds), ETA ${formatDuration(etaSeconds(s))}` +
     (s.bans.length ? `, ${s.bans.length} banned` : '') +
     (s.lastProgress !== undefined && Date.now() - s.lastProgress >= STALL_NOTICE_MS ? `, no data for ${Math.floor((Date.now() - s.lastProgress) / 1000)}s` : '') +
     (s.trackerError ? `, tracker failing` : '')
@@ -86,7 +81,7 @@ function progressReporter(tty: boolean, intervalMs: number) {
     let started = false
     return {
       update(s: TorrentStatus) {
-        const fields = { name: s.name, state: s.state, down: formatRate(s.downloadRate), up: formatRate(s.uploadRate), peers: s.peers, timeLeft: formatDuration(eta(s)) }
+        const fields = { name: s.name, state: s.state, down: formatRate(s.downloadRate), up: formatRate(s.uploadRate), peers: s.peers, timeLeft: formatDuration(etaSeconds(s)) }
         if (!started) {
           bar.start(s.pieceCount, s.piecesDone, fields)
           started = true
@@ -251,7 +246,7 @@ export function registerDeploy(program: Command): void {
         }
       }
       if (!final) throw new Error('the torrent disappeared from the session')
-      const ok = !stopSignal && final.state !== 'error' && final.piecesDone === final.pieceCount && final.finishedAt !== undefined
+      const ok = !stopSignal && deploySucceeded(final)
       const interrupted = stopSignal ? `interrupted by ${stopSignal} at ${final.piecesDone}/${final.pieceCount} pieces` : stalled
       const outcome: DeployOutcome = { target, infoHash: final.infoHash, name: final.name, size: final.total, ok, error: final.error ?? interrupted }
       // a command's outcome goes into the report; reboot and kexec run after it (and only after a deploy)

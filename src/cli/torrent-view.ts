@@ -3,21 +3,18 @@
  * and progress-bar fields for people. Pure functions of a TorrentInfo.
  */
 import type { TorrentInfo, WireState } from '../control/blockswarm-wire.js'
+import { etaSeconds } from '../session/outcome.js'
 import { formatBytes } from '../util/size.js'
 
-export type StateName = 'checking' | 'downloading' | 'seeding' | 'finished' | 'paused' | 'error' | 'unknown'
+export { etaSeconds }
+
+export type StateName = 'checking' | 'downloading' | 'finishing' | 'seeding' | 'finished' | 'paused' | 'error' | 'unknown'
 
 export function stateName(s: WireState): StateName {
   const name = s.replace(/^TORRENT_STATE_/, '').toLowerCase()
   return name === 'unspecified' ? 'unknown' : (name as StateName)
 }
 
-/** Seconds until the download completes at the current rate; null when complete or stalled. */
-export function etaSeconds(t: TorrentInfo): number | null {
-  const left = t.total - t.totalDone
-  if (left <= 0 || t.downloadRate <= 0) return null
-  return Math.ceil(left / t.downloadRate)
-}
 
 export function formatDuration(s: number | null): string {
   if (s === null) return '-'
@@ -52,6 +49,7 @@ export function torrentJson(t: TorrentInfo) {
     seeds: t.numSeeds,
     etaSeconds: etaSeconds(t),
     startedAt: t.startedAt ? new Date(t.startedAt).toISOString() : null,
+    complete: t.complete,
     finishedAt: t.finishedAt ? new Date(t.finishedAt).toISOString() : null,
     bans: t.bans,
   }

@@ -13,6 +13,7 @@ export type WireState =
   | 'TORRENT_STATE_FINISHED'
   | 'TORRENT_STATE_PAUSED'
   | 'TORRENT_STATE_ERROR'
+  | 'TORRENT_STATE_FINISHING'
 
 export interface DonePolicy {
   seedRatio: number
@@ -58,6 +59,7 @@ export interface TorrentInfo {
   bans: { peer: string; reason: string }[]
   doneReason: string
   totalReused: number
+  complete: boolean
 }
 
 export interface AddTorrentRequest {

@@ -9,9 +9,20 @@ import { type EzioTorrent, EzioState } from './ezio-wire.js'
 
 const seconds = (ms: number): number => Math.max(0, Math.floor(ms / 1000))
 
-/** All pieces verified: the target holds the whole torrent. */
-export function isComplete(s: TorrentStatus): boolean {
-  return s.pieceCount > 0 && s.piecesDone >= s.pieceCount
+/**
+ * EZIO's "finished" is libtorrent's: is_finished / progress 1 / state 4-5.
+ * An orchestrator may power the node off the moment it reads them, so they
+ * mean complete (on the disk: zeroed, flushed, re-checked), never merely
+ * "every piece verified". Until then (state 'finishing' included) an EZIO
+ * client sees a torrent still downloading, its counts held just below the end.
+ */
+function ezioCounts(s: TorrentStatus): { progress: number; totalDone: number; numPieces: number } {
+  if (s.complete) return { progress: 1, totalDone: s.total, numPieces: s.pieceCount }
+  return {
+    progress: Math.min(s.progress, s.total > 0 ? (s.total - 1) / s.total : 0),
+    totalDone: Math.min(s.totalDone, Math.max(0, s.total - 1)),
+    numPieces: Math.min(s.piecesDone, Math.max(0, s.pieceCount - 1)),
+  }
 }
 
 /**
@@ -24,6 +35,7 @@ export function ezioState(s: TorrentStatus): number {
     case 'checking':
       return EzioState.checkingFiles
     case 'downloading':
+    case 'finishing':
       return EzioState.downloading
     case 'seeding':
       return EzioState.seeding
@@ -31,7 +43,7 @@ export function ezioState(s: TorrentStatus): number {
       return EzioState.finished
     case 'paused':
     case 'error':
-      return isComplete(s) ? EzioState.seeding : EzioState.downloading
+      return s.complete ? EzioState.seeding : EzioState.downloading
   }
 }
 
@@ -41,21 +53,21 @@ function secondsSince(at: number | undefined, now: number): number {
 }
 
 export function toEzioTorrent(s: TorrentStatus, now: number): EzioTorrent {
-  const complete = isComplete(s)
-  const finishedFor = complete && s.finishedAt ? seconds(now - s.finishedAt) : 0
+  const finishedFor = s.complete && s.finishedAt ? seconds(now - s.finishedAt) : 0
+  const counts = ezioCounts(s)
   return {
     hash: s.infoHash,
     name: s.name,
-    progress: s.progress,
+    progress: counts.progress,
     downloadRate: Math.round(s.downloadRate),
     uploadRate: Math.round(s.uploadRate),
     activeTime: seconds(now - s.startedAt),
-    isFinished: complete,
+    isFinished: s.complete,
     numPeers: s.peers,
     state: ezioState(s),
-    totalDone: s.totalDone,
+    totalDone: counts.totalDone,
     total: s.total,
-    numPieces: s.piecesDone,
+    numPieces: counts.numPieces,
     finishedTime: finishedFor,
     seedingTime: finishedFor,
     totalPayloadDownload: s.totalDownloaded,
@@ -75,6 +87,8 @@ function wireState(s: TorrentStatus): WireState {
       return 'TORRENT_STATE_CHECKING'
     case 'downloading':
       return 'TORRENT_STATE_DOWNLOADING'
+    case 'finishing':
+      return 'TORRENT_STATE_FINISHING'
     case 'seeding':
       return 'TORRENT_STATE_SEEDING'
     case 'finished':
@@ -127,5 +141,6 @@ export function toTorrentInfo(s: TorrentStatus, opts: { peers?: boolean } = {}):
     bans: s.bans.map((b) => ({ peer: b.peer, reason: b.reason })),
     doneReason: s.doneReason ?? '',
     totalReused: s.totalReused,
+    complete: s.complete,
   }
 }

@@ -13,7 +13,7 @@ const LABELS = ['infohash', 'name'] as const
 type Label = (typeof LABELS)[number]
 
 /** Every state a torrent can be in: the state metric has one series per state, 1 for the current one. */
-export const TORRENT_STATES: readonly TorrentState[] = ['checking', 'downloading', 'seeding', 'finished', 'paused', 'error']
+export const TORRENT_STATES: readonly TorrentState[] = ['checking', 'downloading', 'finishing', 'seeding', 'finished', 'paused', 'error']
 
 const labelsOf = (s: TorrentStatus): Record<Label, string> => ({ infohash: s.infoHash, name: s.name })
 
@@ -59,6 +59,7 @@ export function sessionRegistry(session: Session): Registry {
   gauge('blockswarm_torrent_pieces', 'Pieces in the torrent', (s) => s.pieceCount)
   gauge('blockswarm_torrent_size_bytes', 'Bytes the torrent covers', (s) => s.total)
   gauge('blockswarm_torrent_progress_ratio', 'Verified bytes / size, 0..1', (s) => s.progress)
+  gauge('blockswarm_torrent_complete', '1 once the whole torrent is on the target (verified, gaps zeroed, flushed, re-checked): safe to reboot', (s) => (s.complete ? 1 : 0))
   gauge('blockswarm_torrent_done', '1 once the done policy was met (the torrent stopped seeding)', (s) => (s.done ? 1 : 0))
   new Gauge({
     name: 'blockswarm_torrent_state',

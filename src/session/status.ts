@@ -2,7 +2,17 @@
  * What a session reports about each torrent: plain data (numbers, strings,
  * times as ms since the epoch), the same for the CLI, logs and gRPC.
  */
-export type TorrentState = 'checking' | 'downloading' | 'seeding' | 'finished' | 'paused' | 'error'
+/**
+ * Where a torrent is in its life:
+ *   checking → downloading → finishing → seeding → finished (done policy met),
+ *   with paused and error from anywhere.
+ * - finishing: every piece is verified and written, and the target is being
+ *   made final (gaps zeroed where the torrent requires it, fdatasync, the
+ *   target re-checked). NOT complete yet: nothing may be rebooted.
+ * - complete (TorrentStatus.complete) = finishing succeeded: the bytes are on
+ *   the disk. Only then is anything reported finished, on any surface.
+ */
+export type TorrentState = 'checking' | 'downloading' | 'finishing' | 'seeding' | 'finished' | 'paused' | 'error'
 
 export interface PeerStatus {
   /** "ip:port" (the peer's listen port when known). */
@@ -68,6 +78,13 @@ export interface TorrentStatus {
   readonly peers: number
   readonly seeds: number
   readonly startedAt: number
+  /**
+   * The whole torrent is on the target: every piece verified and written,
+   * gaps zeroed where required, flushed (fdatasync) and the target re-checked.
+   * False while 'finishing'. Seeding-mode torrents are complete from the start.
+   */
+  readonly complete: boolean
+  /** When the torrent became complete (set together with `complete`). */
   readonly finishedAt?: number
   readonly lastUpload?: number
   readonly lastDownload?: number

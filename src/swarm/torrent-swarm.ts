@@ -172,6 +172,7 @@ export class TorrentSwarm extends EventEmitter {
     if (this.userPaused) return 'paused'
     if (this.doneWhy !== undefined) return 'finished'
     if (this.seeding) return 'seeding'
+    if (this.finishing) return 'finishing'
     return 'downloading'
   }
 
@@ -819,6 +820,7 @@ export class TorrentSwarm extends EventEmitter {
       peers: this.peers.size,
       seeds,
       startedAt: this.startedAt,
+      complete: this.seeding,
       finishedAt: this.finishedAt,
       lastUpload: this.uploaded.last || undefined,
       lastDownload: this.downloaded.last || undefined,

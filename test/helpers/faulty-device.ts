@@ -51,6 +51,8 @@ export interface FaultyDeviceOptions {
   readonly partial?: boolean
   /** Attach a loop device over the FUSE file (default true). */
   readonly loop?: boolean
+  /** Every fsync/fdatasync waits while this file exists: a flush held open. */
+  readonly holdFsync?: string
 }
 
 /** One error the daemon injected. */
@@ -70,6 +72,8 @@ export interface FaultyDevice {
   readonly loop?: string
   /** The errors injected so far. */
   faults(): Fault[]
+  /** Whether an fsync is being held now (holdFsync). */
+  holding(): boolean
 }
 
 export async function faultyDevice(opts: FaultyDeviceOptions): Promise<FaultyDevice> {
@@ -86,6 +90,7 @@ export async function faultyDevice(opts: FaultyDeviceOptions): Promise<FaultyDev
   if (opts.failReads) args.push('--fail-reads', `${opts.failReads[0]}:${opts.failReads[1]}`)
   if (opts.noSpaceFrom !== undefined) args.push('--no-space-from', String(opts.noSpaceFrom))
   if (opts.partial) args.push('--partial')
+  if (opts.holdFsync) args.push('--hold-fsync', opts.holdFsync)
   const daemon = startProcess('/usr/bin/python3', args)
   const out = collectOutput(daemon)
   onCleanup(async () => {
@@ -109,6 +114,10 @@ export async function faultyDevice(opts: FaultyDeviceOptions): Promise<FaultyDev
     file,
     image,
     loop,
+    holding: () => {
+      const events = out.text.match(/^(holding|released) fsync$/gm) ?? []
+      return events.at(-1) === 'holding fsync'
+    },
     faults: () =>
       out.text
         .split('\n')

@@ -5,7 +5,7 @@ with bad sectors, or one that runs out of space, for the storage tests.
 
 usage: faulty-fuse.py IMAGE MOUNTPOINT [--name disk.img]
          [--fail-writes START:END] [--fail-reads START:END] [--no-space-from OFFSET]
-         [--partial]
+         [--partial] [--hold-fsync FILE]
 
 - A write request that touches [START, END) fails as a whole with EIO, as a
   disk fails a multi-sector write over a bad sector.
@@ -16,6 +16,11 @@ usage: faulty-fuse.py IMAGE MOUNTPOINT [--name disk.img]
   caller comes back for the rest and gets the error at the exact offset.
   Never under a loop device: the kernel's loop driver takes a short write
   from its backing file for a complete one and loses the rest without an error.
+
+- --hold-fsync FILE: an fsync/fdatasync waits while FILE exists (at most
+  300 s), printing "holding fsync" once it starts waiting and "released
+  fsync" when it goes on: a disk whose flush is slow, to hold a finish step
+  open while a test looks at what every status surface says.
 
 Mounted with direct_io: the kernel sends every read and write straight here
 (no FUSE page cache), each request up to 128 KiB (max_write).
@@ -49,7 +54,8 @@ def say(line):
 class FaultyFile(Operations):
     use_ns = True
 
-    def __init__(self, image, name, fail_writes, fail_reads, no_space_from, partial):
+    def __init__(self, image, name, fail_writes, fail_reads, no_space_from, partial, hold_fsync=None):
+        self.hold_fsync = hold_fsync
         self.fd = os.open(image, os.O_RDWR)
         self.size = os.fstat(self.fd).st_size
         self.name = '/' + name
@@ -113,6 +119,12 @@ class FaultyFile(Operations):
         return 0
 
     def fsync(self, path, datasync, fh):
+        if self.hold_fsync and os.path.exists(self.hold_fsync):
+            say('holding fsync')
+            deadline = time.monotonic() + 300
+            while os.path.exists(self.hold_fsync) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            say('released fsync')
         os.fdatasync(self.fd)
 
     def release(self, path, fh):
@@ -128,8 +140,9 @@ def main():
     p.add_argument('--fail-reads', type=byte_range, action='append', default=[])
     p.add_argument('--no-space-from', type=lambda t: int(t, 0))
     p.add_argument('--partial', action='store_true')
+    p.add_argument('--hold-fsync')
     a = p.parse_args()
-    ops = FaultyFile(a.image, a.name, a.fail_writes, a.fail_reads, a.no_space_from, a.partial)
+    ops = FaultyFile(a.image, a.name, a.fail_writes, a.fail_reads, a.no_space_from, a.partial, a.hold_fsync)
     FUSE(ops, a.mountpoint, foreground=True, direct_io=True, fsname='faulty-fuse', subtype='faulty')
 
 
