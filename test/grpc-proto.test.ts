@@ -13,7 +13,7 @@ import { fileDescriptorBytes } from '../src/control/descriptors.js'
 import { EzioService, type EzioTorrent } from '../src/control/ezio-wire.js'
 import { loadProto, PROTO_DIR } from '../src/control/proto-loader.js'
 import { ezioState, toEzioTorrent, toTorrentInfo } from '../src/control/status-mapping.js'
-import type { TorrentStatus } from '../src/session/status.js'
+import type { TorrentStatus } from '../src/swarm/status.js'
 import { cleanupAll, ROOT, sh, tempDir } from './helpers/sys.js'
 
 const PY = '/usr/bin/python3'

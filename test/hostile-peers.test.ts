@@ -20,8 +20,8 @@ import { Client as TrackerAnnouncer, Server as TrackerServer } from 'bittorrent-
 import pino from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Session, type SessionOptions } from '../src/session/session.js'
-import type { TorrentStatus } from '../src/session/status.js'
-import { FrameGuard } from '../src/swarm/frame-guard.js'
+import type { TorrentStatus } from '../src/swarm/status.js'
+import { type WireHandler, WireReader } from '../src/swarm/wire-reader.js'
 import { ipBytes, PeerFilter } from '../src/swarm/peer-filter.js'
 import { buildTorrent, type ExtentTorrent } from '../src/torrent/metainfo.js'
 import { bitfieldOf, blockRef, hostilePeerId, type Message, MSG, RawPeer } from './helpers/hostile-peer.js'
@@ -142,7 +142,13 @@ async function offerAll(h: RawPeer, f: Fixture): Promise<Message> {
 
 afterEach(cleanupAll)
 
-describe('FrameGuard', () => {
+/** A WireReader whose handler ignores every message; `check` decides on block headers. */
+function reader(check: WireHandler['checkBlock'] = () => undefined): WireReader {
+  const nothing = () => {}
+  return new WireReader({ handshake: nothing, signal: nothing, have: nothing, bitfield: nothing, request: nothing, cancel: nothing, checkBlock: check, block: nothing, extended: nothing, reject: nothing })
+}
+
+describe('WireReader: the framing and limits of what a peer sends', () => {
   const handshake = Buffer.concat([Buffer.from([19]), Buffer.from('BitTorrent protocol'), Buffer.alloc(48)])
   const framed = (id: number, body: Buffer) => {
     const head = Buffer.alloc(5)
@@ -153,9 +159,8 @@ describe('FrameGuard', () => {
 
   it('passes well-formed messages however the stream is cut, and shows each block header', () => {
     const blocks: number[][] = []
-    const g = new FrameGuard()
+    const g = reader((i, o, l) => void blocks.push([i, o, l]))
     g.setPieceCount(20)
-    g.checkBlock = (i, o, l) => void blocks.push([i, o, l])
     const bytes = Buffer.concat([
       handshake,
       framed(5, Buffer.alloc(3)),
@@ -179,13 +184,13 @@ describe('FrameGuard', () => {
     ['a piece message without a block', Buffer.concat([handshake, framed(7, Buffer.alloc(8))]), /piece message of 9 bytes \(a block is 1 byte to 128 KiB\)/],
     ['a request of 14 bytes', Buffer.concat([handshake, framed(6, Buffer.alloc(13))]), /request message of 14 bytes \(it is 13\)/],
   ])('refuses %s', (_name, bytes, why) => {
-    const g = new FrameGuard()
+    const g = reader()
     g.setPieceCount(20)
     expect(g.feed(bytes)).toMatch(why)
   })
 
   it('refuses a bitfield that was half read when the torrent became known, if its size is wrong', () => {
-    const g = new FrameGuard()
+    const g = reader()
     const header = Buffer.alloc(5)
     header.writeUInt32BE(1 + 500, 0)
     header[4] = 5
@@ -195,8 +200,7 @@ describe('FrameGuard', () => {
   })
 
   it('passes the refusal of a block header on', () => {
-    const g = new FrameGuard()
-    g.checkBlock = (i) => (i > 5 ? `piece ${i} is out of range` : undefined)
+    const g = reader((i) => (i > 5 ? `piece ${i} is out of range` : undefined))
     expect(g.feed(Buffer.concat([handshake, framed(7, Buffer.concat([Buffer.from([0, 0, 0, 9, 0, 0, 0, 0]), Buffer.alloc(10)]))]))).toBe('piece 9 is out of range')
   })
 })

@@ -12,12 +12,12 @@ import { chooseUnchoked, type ChokeCandidate } from '../src/swarm/choker.js'
 import { clientName, makePeerId } from '../src/swarm/client-name.js'
 import { doneReason } from '../src/swarm/done-policy.js'
 import { HashBlame } from '../src/swarm/hash-blame.js'
-import { MemoryBudget } from '../src/swarm/memory-budget.js'
+import { MemoryBudget } from '../src/services/memory-budget.js'
 import { parsePeerAddress, PeerDialer } from '../src/swarm/peer-dialer.js'
 import { PiecePicker } from '../src/swarm/piece-picker.js'
-import { PieceVerifier } from '../src/swarm/piece-verifier.js'
-import { TokenBucket } from '../src/swarm/rate-limit.js'
-import { slowStartCap, tighterLimit } from '../src/swarm/slow-start.js'
+import { PieceVerifier } from '../src/services/piece-verifier.js'
+import { TokenBucket } from '../src/services/rate-limit.js'
+import { slowStartCap, tighterLimit } from '../src/services/slow-start.js'
 
 describe('PiecePicker', () => {
   it('picks the rarest piece the peer has, never one in progress or done', () => {
@@ -162,7 +162,7 @@ describe('rate limiting', () => {
 })
 
 describe('doneReason', () => {
-  const base = { now: 100_000, size: 1000, uploaded: 0, finishedAt: 90_000, seeds: 1, leechers: 1 }
+  const base = { now: 100_000, size: 1000, uploaded: 0, seedingSince: 90_000, seeds: 1, leechers: 1 }
   it('keeps seeding with no policy', () => {
     expect(doneReason({}, { ...base, uploaded: 1e9, seeds: 5, leechers: 0 })).toBeUndefined()
   })

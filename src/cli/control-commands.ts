@@ -10,6 +10,7 @@ import cliProgress, { type SingleBar } from 'cli-progress'
 import { type Command, InvalidArgumentError, Option } from 'commander'
 import type { TorrentInfo } from '../control/blockswarm-wire.js'
 import { type ClientSecurity, type ControlClient, daemonAddress, withControl } from '../control/client.js'
+import { isInfoHash } from '../torrent/metainfo.js'
 import { VERSION } from '../version.js'
 import { addClientSecurityOptions, type ClientSecurityFlags, clientSecurityFrom } from './security-options.js'
 import { BAR_FORMAT, barFields, stateText, torrentJson, torrentTable } from './torrent-view.js'
@@ -46,14 +47,13 @@ function nonNegative(value: string): number {
 
 const collect = (value: string, list: string[]): string[] => [...list, value]
 
-const HASH = /^[0-9a-f]{40}$/i
 
 /**
  * The info-hash a command argument names: a full hash as is; otherwise a
  * unique hash prefix or torrent name among the daemon's torrents.
  */
 async function resolveHash(c: ControlClient, arg: string): Promise<TorrentInfo | string> {
-  if (HASH.test(arg)) return arg.toLowerCase()
+  if (isInfoHash(arg.toLowerCase())) return arg.toLowerCase()
   const { torrents } = await c.blockswarm.ListTorrents({})
   const byName = torrents.filter((t) => t.name === arg)
   const byPrefix = /^[0-9a-f]+$/i.test(arg) ? torrents.filter((t) => t.infoHash.startsWith(arg.toLowerCase())) : []
@@ -114,7 +114,7 @@ export function registerControlCommands(program: Command): void {
     .option('--max-uploads <n>', 'unchoke slots for this torrent (default: the daemon\'s)', positiveInt)
     .option('--max-connections <n>', 'peer connections for this torrent (default: the daemon\'s)', positiveInt)
     .option('--sequential', 'download pieces in order')
-    .option('--force', 'write to TARGET even if it looks in use (mounted, holds a filesystem)')
+    .option('--force', 'write to TARGET even if it looks in use (mounted, holds a filesystem); never to one another blockswarm torrent holds')
     .option('--peer <host:port>', 'connect to this peer as well as the trackers (repeatable)', collect, [])
     .option('--seed-ratio <r>', 'done (and paused) after uploading R times the torrent\'s size', nonNegative)
     .option('--seed-idle <seconds>', 'done (and paused) after this long without uploading, once finished', nonNegative)

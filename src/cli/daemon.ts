@@ -16,8 +16,8 @@ import { startControlServer } from '../control/server.js'
 import { serveSessionMetrics } from '../metrics/metrics-server.js'
 import { deploySucceeded } from '../session/outcome.js'
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UPLOADS, Session } from '../session/session.js'
-import type { TorrentStatus } from '../session/status.js'
-import { type DeployOutcome, describeThenAction, EXIT_THEN_FAILED, runThenAction, type ThenChoice } from '../session/then-action.js'
+import type { TorrentStatus } from '../swarm/status.js'
+import { type DeployOutcome, describeThenAction, EXIT_THEN_FAILED, runThenAction, type ThenChoice } from './then-action.js'
 import { loadTorrentFile } from './inspect.js'
 import { addSwarmOptions, addThenOptions, collect, makeLogger, optionalNumber, sessionOptions, type SwarmFlags, thenActionOf } from './options.js'
 import { addControlSecurityOptions, type ControlSecurityFlags, controlSecurityFrom } from './security-options.js'
@@ -64,7 +64,7 @@ export function registerDaemon(program: Command): void {
     .option('--seed <torrent=source>', 'seed a torrent from a golden image, trusted without hashing (repeatable)', collect, [])
     .option('--seed-ratio <r>', 'default done policy: stop seeding a finished torrent after uploading R × its size')
     .option('--seed-idle <seconds>', 'default done policy: stop seeding a finished torrent after this long without an upload')
-    .option('--force', 'use targets that are mounted or otherwise in use')
+    .option('--force', 'use targets that are mounted or otherwise in use (never one another blockswarm torrent holds)')
     .option('--status-interval <seconds>', 'seconds between status log lines (0: none)', '30')
     .option('--exit-when-done', 'exit once every torrent is done by its done policy (or failed); needs a done policy (flags or SetDonePolicy)')
   addThenOptions(cmd, 'when the daemon exits by --exit-when-done (not on SIGTERM or Shutdown)')

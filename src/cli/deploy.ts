@@ -14,8 +14,8 @@ import type { Command } from 'commander'
 import { serveSessionMetrics } from '../metrics/metrics-server.js'
 import { deploySucceeded, etaSeconds } from '../session/outcome.js'
 import { Session } from '../session/session.js'
-import type { TorrentStatus } from '../session/status.js'
-import { type DeployOutcome, describeThenAction, EXIT_THEN_FAILED, runThenAction, type ThenChoice, type ThenResult } from '../session/then-action.js'
+import type { TorrentStatus } from '../swarm/status.js'
+import { type DeployOutcome, describeThenAction, EXIT_THEN_FAILED, runThenAction, type ThenChoice, type ThenResult } from './then-action.js'
 import { createImageFile } from '../storage/store.js'
 import { extentsEnd } from '../torrent/extents.js'
 import { formatBytes } from '../util/size.js'
@@ -173,7 +173,7 @@ export function registerDeploy(program: Command): void {
   addThenOptions(addSwarmOptions(cmd), 'once the deploy is done (by the done policy) and the target is closed')
     .option('--seed-ratio <r>', 'after finishing, seed until uploaded >= R × size')
     .option('--seed-idle <seconds>', 'after finishing, seed until no upload for this long (0: stop at once)', '10')
-    .option('--force', 'write to a target that is mounted or otherwise in use')
+    .option('--force', 'write to a target that is mounted or otherwise in use (never to one another blockswarm torrent holds)')
     .option('--sequential', 'download pieces in order instead of rarest first')
     .option('--skip-check', 'the target holds nothing of the image (a fresh disk): do not check it, download everything')
     .option('--create-image', "create TARGET as a sparse image file of the torrent's target size if it does not exist")

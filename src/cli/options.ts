@@ -8,8 +8,8 @@ import pino, { type Logger } from 'pino'
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UPLOADS, DEFAULT_PORT, type SessionOptions } from '../session/session.js'
 import { addressKey, parsePeerAddress } from '../swarm/peer-dialer.js'
 import { ipBytes, PeerFilter } from '../swarm/peer-filter.js'
-import { DEFAULT_SLOW_START } from '../swarm/slow-start.js'
-import { checkThenTools, THEN_KINDS, type ThenAction, thenActionFrom, type ThenChoice } from '../session/then-action.js'
+import { DEFAULT_SLOW_START } from '../services/slow-start.js'
+import { checkThenTools, THEN_KINDS, type ThenAction, thenActionFrom, type ThenChoice } from './then-action.js'
 import { parseSize } from '../util/size.js'
 
 export interface SwarmFlags {

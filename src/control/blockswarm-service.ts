@@ -5,7 +5,7 @@
  */
 import { ServerError, type ServiceImplementation, Status } from 'nice-grpc'
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UPLOADS, DEFAULT_MEMORY, type DonePolicy as SessionDonePolicy } from '../session/session.js'
-import type { TorrentStatus } from '../session/status.js'
+import type { TorrentStatus } from '../swarm/status.js'
 import { VERSION } from '../version.js'
 import type { DonePolicy, TorrentInfo, BlockswarmDefinition } from './blockswarm-wire.js'
 import type { ControlContext } from './control-context.js'

@@ -4,7 +4,7 @@
  * reply, the hashes filter is honoured, total stays the size while seeding).
  */
 import { ServerError, type ServiceImplementation, Status } from 'nice-grpc'
-import type { TorrentStatus } from '../session/status.js'
+import type { TorrentStatus } from '../swarm/status.js'
 import { VERSION } from '../version.js'
 import type { ControlContext } from './control-context.js'
 import type { EzioDefinition } from './ezio-wire.js'

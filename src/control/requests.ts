@@ -4,14 +4,12 @@
  */
 import { isAbsolute } from 'node:path'
 import { ServerError, Status } from 'nice-grpc'
-import { type ExtentTorrent, parseTorrent } from '../torrent/metainfo.js'
-
-const INFO_HASH = /^[0-9a-f]{40}$/
+import { type ExtentTorrent, isInfoHash, parseTorrent } from '../torrent/metainfo.js'
 
 /** A v1 info-hash as 40 lowercase hex digits (upper case is accepted and folded). */
 export function infoHashArg(value: string, field: string): string {
   const hash = value.trim().toLowerCase()
-  if (!INFO_HASH.test(hash)) {
+  if (!isInfoHash(hash)) {
     throw new ServerError(Status.INVALID_ARGUMENT, `${field} ${JSON.stringify(value)} is not an info-hash (40 hex digits)`)
   }
   return hash

@@ -3,7 +3,7 @@
  * Clonezilla-era clients read, libtorrent's conventions) and blockswarm's
  * `TorrentInfo`. Pure functions; `now` is passed in (unix ms).
  */
-import type { TorrentStatus } from '../session/status.js'
+import type { TorrentStatus } from '../swarm/status.js'
 import type { TorrentInfo, WireState } from './blockswarm-wire.js'
 import { type EzioTorrent, EzioState } from './ezio-wire.js'
 

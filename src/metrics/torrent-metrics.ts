@@ -7,7 +7,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import type { Session } from '../session/session.js'
-import type { TorrentState, TorrentStatus } from '../session/status.js'
+import type { TorrentState, TorrentStatus } from '../swarm/status.js'
 
 const LABELS = ['infohash', 'name'] as const
 type Label = (typeof LABELS)[number]

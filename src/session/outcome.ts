@@ -7,7 +7,7 @@
  * - succeeded: complete and not failed since; what "deployed" means.
  * - ETA: seconds until every byte is verified at the current rate.
  */
-import type { TorrentStatus } from './status.js'
+import type { TorrentStatus } from '../swarm/status.js'
 
 /** Verified bytes, the size and the rate: what an ETA needs (a TorrentStatus or a wire TorrentInfo). */
 export interface EtaInput {

@@ -15,20 +15,20 @@ import pino, { type Logger } from 'pino'
 import { openStore } from '../storage/store.js'
 import { TargetIdentity } from '../storage/target-identity.js'
 import type { PieceStore } from '../storage/types.js'
-import { type ExtentTorrent, parseTorrent } from '../torrent/metainfo.js'
+import { type ExtentTorrent, isInfoHash, parseTorrent } from '../torrent/metainfo.js'
 import { makePeerId } from '../swarm/client-name.js'
 import type { DonePolicy } from '../swarm/done-policy.js'
-import { Listener } from '../swarm/listener.js'
-import { MemoryBudget } from '../swarm/memory-budget.js'
+import { Listener } from '../services/listener.js'
+import { MemoryBudget } from '../services/memory-budget.js'
 import { addressKey, type PeerAddress, parsePeerAddress } from '../swarm/peer-dialer.js'
 import { ipBytes, PeerFilter } from '../swarm/peer-filter.js'
-import { PieceVerifier } from '../swarm/piece-verifier.js'
-import { TokenBucket } from '../swarm/rate-limit.js'
-import { ReadCache } from '../swarm/read-cache.js'
-import { DEFAULT_SLOW_START, type SlowStart, slowStartCap, tighterLimit } from '../swarm/slow-start.js'
+import { PieceVerifier } from '../services/piece-verifier.js'
+import { TokenBucket } from '../services/rate-limit.js'
+import { ReadCache } from '../services/read-cache.js'
+import { DEFAULT_SLOW_START, type SlowStart, slowStartCap, tighterLimit } from '../services/slow-start.js'
 import { TorrentSwarm } from '../swarm/torrent-swarm.js'
 import { SessionError } from './session-error.js'
-import type { TorrentStatus } from './status.js'
+import type { TorrentStatus } from '../swarm/status.js'
 
 export { SessionError } from './session-error.js'
 export type { DonePolicy } from '../swarm/done-policy.js'
@@ -108,7 +108,6 @@ export interface AddOptions {
   readonly seedIdle?: number
 }
 
-const HASH_RE = /^[0-9a-f]{40}$/
 
 function positiveInt(v: number | undefined, what: string): number | undefined {
   if (v === undefined) return undefined
@@ -357,7 +356,7 @@ export class Session extends EventEmitter {
 
   private entry(hash: string): Entry {
     const h = String(hash).toLowerCase()
-    if (!HASH_RE.test(h)) throw new SessionError('INVALID_ARGUMENT', `${JSON.stringify(hash)} is not an info-hash (40 hex digits)`)
+    if (!isInfoHash(h)) throw new SessionError('INVALID_ARGUMENT', `${JSON.stringify(hash)} is not an info-hash (40 hex digits)`)
     const e = this.torrents.get(h)
     if (!e) throw new SessionError('NOT_FOUND', `no torrent ${h} in this session (it has ${this.torrents.size})`)
     return e

@@ -26,6 +26,7 @@ import { mapPieceRange, pieceSize, type PieceLayout } from '../torrent/piece-map
 import type { TargetInfo } from './device-size.js'
 import { type DeviceUser, deviceUsers } from './device-usage.js'
 import { describeErrno, readFully, writeFully } from './positioned-io.js'
+import { otherOpeners } from './target-lock.js'
 import { type PieceStore, StorageError, TargetRefused } from './types.js'
 import { zeroRanges } from './zero-gaps.js'
 
@@ -88,8 +89,11 @@ async function openTarget(info: TargetInfo, opts: DeviceStoreOptions): Promise<F
       throw new TargetRefused(`${info.path} is read-only: opening it for ${opts.mode === 'write' ? 'writing' : 'reading'} failed with ${text}`, info.path, 'read-only', code)
     }
     if (code === 'EBUSY') {
+      // Another blockswarm store on this device was already refused by the target lock (store.ts): this is the kernel's refusal.
+      const openers = await otherOpeners(info.path)
+      const seen = openers ? `; these processes have it open: ${openers}` : ''
       throw new TargetRefused(
-        `${info.path} is in use by the kernel (${text}): mounted (perhaps in another mount namespace), part of a device-mapper/RAID/LVM set, or swap; use --force to override`,
+        `${info.path} is in use by the kernel (${text}): mounted (perhaps in another mount namespace), part of a device-mapper/RAID/LVM set, swap, or opened exclusively by another program${seen}; use --force to override`,
         info.path,
         'in-use',
         code,

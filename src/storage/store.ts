@@ -1,7 +1,9 @@
 /**
  * Opening a torrent's target as a PieceStore: a block device, an image file,
  * or a directory of extent files. Every refusal (missing, too small,
- * read-only, mounted) happens here, before a byte is written.
+ * read-only, mounted, locked by another blockswarm store) happens here,
+ * before a byte is written. The target lock (target-lock.ts) is taken first
+ * and held until the store is closed.
  */
 import { stat } from 'node:fs/promises'
 import type { ExtentTorrent } from '../torrent/metainfo.js'
@@ -9,6 +11,7 @@ import { targetInfo } from './device-size.js'
 import { openDeviceStore } from './device-store.js'
 import { openDirStore } from './dir-store.js'
 import { describeErrno } from './positioned-io.js'
+import { lockTarget, type TargetLock } from './target-lock.js'
 import { type PieceStore, TargetRefused } from './types.js'
 
 export { createImageFile } from './image-file.js'
@@ -16,7 +19,7 @@ export { createImageFile } from './image-file.js'
 export interface OpenStoreOptions {
   /** 'read' to seed from the target, 'write' to deploy onto it. */
   readonly mode: 'read' | 'write'
-  /** Open a mounted device, or the one holding the running root filesystem, anyway. */
+  /** Open a mounted device, or the one holding the running root filesystem, anyway (never one another blockswarm store holds). */
   readonly force?: boolean
 }
 
@@ -34,6 +37,49 @@ export async function openStore(torrent: ExtentTorrent, target: string, opts: Op
   } catch (err) {
     throw new TargetRefused((err as Error).message, target, 'unusable')
   }
-  if (info.kind === 'directory') return openDirStore(torrent, target, opts.mode)
-  return openDeviceStore(torrent, info, opts)
+  // Before every other check: a second writer learns who holds the target, not that it is "busy" (O_EXCL).
+  const lock = await lockTarget(info, opts.mode, { infoHash: torrent.infoHash, name: torrent.name })
+  try {
+    const store = info.kind === 'directory' ? await openDirStore(torrent, target, opts.mode) : await openDeviceStore(torrent, info, opts)
+    return new LockedStore(store, lock)
+  } catch (err) {
+    await lock.release()
+    throw err
+  }
+}
+
+/** A store and its target lock: the lock is released once the store is closed. */
+class LockedStore implements PieceStore {
+  readonly target: string
+  readonly layout: PieceStore['layout']
+  private closing: Promise<void> | undefined
+
+  constructor(
+    private readonly store: PieceStore,
+    private readonly lock: TargetLock,
+  ) {
+    this.target = store.target
+    this.layout = store.layout
+  }
+
+  read(index: number, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    return this.store.read(index, offset, length, into)
+  }
+
+  writePiece(index: number, data: Buffer): Promise<void> {
+    return this.store.writePiece(index, data)
+  }
+
+  finish(): Promise<void> {
+    return this.store.finish()
+  }
+
+  flush(): Promise<void> {
+    return this.store.flush()
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.store.close().finally(() => this.lock.release())
+    return this.closing
+  }
 }

@@ -39,8 +39,11 @@ export class StorageError extends Error {
   }
 }
 
-/** Why a target was refused at open time, so that a caller can react (e.g. offer to create a missing image file). */
-export type TargetProblem = 'missing' | 'too-small' | 'read-only' | 'in-use' | 'unusable'
+/**
+ * Why a target was refused at open time, so that a caller can react (e.g. offer to create a missing image file).
+ * 'locked': the target lock is held (another blockswarm writer, a seeder when writing, or another program's flock); --force does not override it.
+ */
+export type TargetProblem = 'missing' | 'too-small' | 'read-only' | 'in-use' | 'locked' | 'unusable'
 
 /** A target refused before anything was written: missing, too small, read-only, mounted… */
 export class TargetRefused extends StorageError {

@@ -12,19 +12,9 @@
  */
 import { createHash, type Hash } from 'node:crypto'
 
-export const BLOCK_SIZE = 16 * 1024
-/** Blocks in the largest piece (256 MiB). */
-const MAX_BLOCKS = 16 * 1024
+import { BLOCK_SIZE } from './wire-messages.js'
 
-/** One number for block `block` of piece `index` (a key without a string per block). */
-export function blockKey(index: number, block: number): number {
-  return index * MAX_BLOCKS + block
-}
-
-/** The piece and block of a blockKey. */
-export function blockOfKey(key: number): { index: number; block: number } {
-  return { index: Math.floor(key / MAX_BLOCKS), block: key % MAX_BLOCKS }
-}
+export { BLOCK_SIZE }
 
 /** Who was asked for a block: one peer (the usual case, no Set per block), or several in the endgame. */
 type Askers<P> = P | Set<P> | undefined

@@ -1,5 +1,5 @@
 /**
- * When a finished torrent has seeded enough: uploaded ≥ ratio × size, or no
+ * When a complete torrent has seeded enough ("done": it then stops serving): uploaded ≥ ratio × size, or no
  * upload for `idle` seconds, or every peer it knows of is a seed too (nobody
  * left to serve). Any one rule suffices; with neither a ratio nor an idle
  * time given it seeds until told to stop.
@@ -16,8 +16,8 @@ export interface SeedingState {
   readonly size: number
   /** Payload bytes uploaded since the torrent was added. */
   readonly uploaded: number
-  /** When the torrent finished downloading (or started seeding), ms. */
-  readonly finishedAt: number
+  /** When the current seeding run began (the torrent became complete, or was resumed), ms. */
+  readonly seedingSince: number
   /** Last upload, ms; undefined if none since. */
   readonly lastUpload?: number
   /** Peers seen to be seeds (connected now or before). */
@@ -34,7 +34,7 @@ export function doneReason(policy: DonePolicy, s: SeedingState): string | undefi
     return `uploaded ${s.uploaded} bytes, ${(s.uploaded / s.size).toFixed(2)} × the size (seed ratio ${policy.seedRatio})`
   }
   if (policy.seedIdle !== undefined) {
-    const since = Math.max(s.finishedAt, s.lastUpload ?? 0)
+    const since = Math.max(s.seedingSince, s.lastUpload ?? 0)
     if (s.now - since >= policy.seedIdle * 1000) return `no upload for ${policy.seedIdle} s (seed idle)`
   }
   if ((policy.seedRatio !== undefined || policy.seedIdle !== undefined) && s.seeds > 0 && s.leechers === 0 && (s.trackerLeechers ?? 0) === 0) {

@@ -12,11 +12,11 @@ import type { Logger } from 'pino'
 import type { PieceStore } from '../storage/types.js'
 import { type ExtentTorrent, pieceHash } from '../torrent/metainfo.js'
 import { pieceSize } from '../torrent/piece-map.js'
-import { ActivePiece, blockKey, blockOfKey } from './active-piece.js'
+import { ActivePiece, BLOCK_SIZE } from './active-piece.js'
 import type { PeerIdentity } from './ban-list.js'
 import { HashBlame } from './hash-blame.js'
-import type { MemoryBudget } from './memory-budget.js'
-import type { PeerConnection } from './peer-connection.js'
+import type { MemoryBudget } from '../services/memory-budget.js'
+import type { DownloadSink, PeerConnection } from './peer-connection.js'
 import type { PiecePicker } from './piece-picker.js'
 import type { PieceSet } from './piece-set.js'
 
@@ -24,6 +24,10 @@ import type { PieceSet } from './piece-set.js'
 const ENDGAME_ASKERS = 2
 /** Requests topped up at once, at most. */
 const REFILL_MAX = 64
+/** Blocks kept requested per peer: at least, at most, and how many seconds of its rate. */
+const DEPTH_MIN = 16
+const DEPTH_MAX = 512
+const DEPTH_SECONDS = 1
 
 export interface DownloaderHooks {
   /** Whether blocks may be requested now (the torrent is online and incomplete). */
@@ -36,7 +40,9 @@ export interface DownloaderHooks {
   readonly onError: (err: Error) => void
 }
 
-export class PieceDownloader {
+export class PieceDownloader implements DownloadSink {
+  /** How many blocks to keep requested from each peer (retune: from its rate). */
+  private readonly depth = new WeakMap<PeerConnection, number>()
   private readonly active = new Map<number, ActivePiece<PeerConnection>>()
   /** Active pieces with blocks nobody has been asked for, oldest first. */
   private readonly open = new Set<ActivePiece<PeerConnection>>()
@@ -92,14 +98,27 @@ export class PieceDownloader {
    * requests leave in batches rather than one per block received.
    */
   fill(conn: PeerConnection): void {
-    if (!this.hooks.canRequest() || conn.closed || !conn.wire.amInterested || conn.wire.peerChoking) return
-    const room = conn.depth - conn.inflight.size
-    if (conn.inflight.size > 0 && room < Math.min(REFILL_MAX, conn.depth >> 3)) return
-    while (conn.inflight.size < conn.depth) {
+    if (!this.hooks.canRequest() || conn.closed || !conn.amInterested || conn.peerChoking) return
+    const depth = this.depthOf(conn)
+    const room = depth - conn.requests
+    if (conn.requests > 0 && room < Math.min(REFILL_MAX, depth >> 3)) return
+    while (conn.requests < depth) {
       const next = this.nextBlock(conn)
       if (!next) return
-      this.requestBlock(conn, next.piece, next.block)
+      if (!this.requestBlock(conn, next.piece, next.block)) return
     }
+  }
+
+  /** Blocks to keep asked of a peer: about a second of its rate (its bandwidth-delay product), within bounds; one while it snubs us. */
+  private depthOf(conn: PeerConnection): number {
+    if (conn.snubbed) return 1
+    return this.depth.get(conn) ?? Math.min(conn.maxRequests, DEPTH_MIN)
+  }
+
+  /** Set each peer's request depth from its current rate (once a tick). */
+  retune(conn: PeerConnection): void {
+    const want = Math.ceil((conn.download.rate() * DEPTH_SECONDS) / BLOCK_SIZE)
+    this.depth.set(conn, Math.min(conn.maxRequests, Math.max(DEPTH_MIN, Math.min(DEPTH_MAX, want))))
   }
 
   private nextBlock(conn: PeerConnection): { piece: ActivePiece<PeerConnection>; block: number } | undefined {
@@ -144,61 +163,44 @@ export class PieceDownloader {
   private heldByAnother(ap: ActivePiece<PeerConnection>, conn: PeerConnection): boolean {
     const sole = ap.soleSource
     if (!sole || sole === conn) return false
-    if (!sole.closed && !sole.wire.peerChoking && !sole.snubbed) return true
+    if (!sole.closed && !sole.peerChoking && !sole.snubbed) return true
     ap.soleSource = conn
     return false
   }
 
-  private requestBlock(conn: PeerConnection, ap: ActivePiece<PeerConnection>, block: number): void {
+  /** Ask `conn` for a block; false when it cannot be asked now (closed, choking us). */
+  private requestBlock(conn: PeerConnection, ap: ActivePiece<PeerConnection>, block: number): boolean {
+    if (!conn.request(ap.index, ap.blockOffset(block), ap.blockLength(block))) return false
     ap.markRequested(block, conn)
     if (ap.missing === 0) this.open.delete(ap)
-    const index = ap.index
-    conn.inflight.add(blockKey(index, block))
-    conn.blocks.request(index, ap.blockOffset(block), ap.blockLength(block), (err, data) => this.onBlock(conn, index, block, err, data))
+    return true
   }
 
-  private onBlock(conn: PeerConnection, index: number, block: number, err: Error | null, data?: Uint8Array): void {
-    conn.inflight.delete(blockKey(index, block))
+  /** DownloadSink: a block we asked `conn` for (a view valid during the call). */
+  block(conn: PeerConnection, index: number, offset: number, data: Uint8Array): void {
     const ap = this.active.get(index)
-    if (err || !data) {
-      if (ap?.dropRequest(block, conn)) {
-        this.open.add(ap)
-        this.scheduleFill()
-      }
-      return
-    }
     if (!ap) return // finished meanwhile (an endgame duplicate) or dropped
+    const block = offset / BLOCK_SIZE
     if (data.length !== ap.blockLength(block)) return conn.close(`protocol error: block ${index}:${block} of ${data.length} bytes`)
     const others = ap.receive(block, data, conn)
     if (!others) return
-    for (const o of others) {
-      o.inflight.delete(blockKey(index, block))
-      if (!o.closed) o.blocks.cancel(index, ap.blockOffset(block), ap.blockLength(block))
-    }
+    for (const o of others) if (!o.closed) o.cancel(index, offset)
     if (ap.complete) this.complete(ap)
     this.fill(conn)
   }
 
-  /** The peer is gone: what it was asked for goes back to missing. */
-  peerGone(conn: PeerConnection): void {
-    for (const key of conn.inflight) {
-      const { index, block } = blockOfKey(key)
-      const ap = this.active.get(index)
-      if (ap?.dropRequest(block, conn)) this.open.add(ap)
+  /** DownloadSink: a request that ended without its block (choke, cancel, timeout, the peer gone): the block is missing again. */
+  dropped(conn: PeerConnection, index: number, offset: number): void {
+    const ap = this.active.get(index)
+    if (ap?.dropRequest(offset / BLOCK_SIZE, conn)) {
+      this.open.add(ap)
+      this.scheduleFill()
     }
-    conn.inflight.clear()
   }
 
   /** A request went unanswered too long: take back (and cancel) everything asked of this peer. */
   snubbed(conn: PeerConnection): void {
-    for (const key of [...conn.inflight]) {
-      conn.inflight.delete(key)
-      const { index, block } = blockOfKey(key)
-      const ap = this.active.get(index)
-      if (!ap) continue
-      if (ap.dropRequest(block, conn)) this.open.add(ap)
-      conn.blocks.cancel(index, ap.blockOffset(block), ap.blockLength(block))
-    }
+    conn.cancelAll()
     this.fillAll()
   }
 

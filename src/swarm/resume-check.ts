@@ -7,9 +7,9 @@
 import type { PieceStore } from '../storage/types.js'
 import { type ExtentTorrent, pieceHash } from '../torrent/metainfo.js'
 import { pieceSize } from '../torrent/piece-map.js'
-import type { MemoryBudget } from './memory-budget.js'
+import type { MemoryBudget } from '../services/memory-budget.js'
 import { PieceSet } from './piece-set.js'
-import type { PieceVerifier } from './piece-verifier.js'
+import type { PieceVerifier } from '../services/piece-verifier.js'
 
 export interface CheckProgress {
   readonly checked: number

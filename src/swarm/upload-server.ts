@@ -10,15 +10,27 @@
  */
 import type { PieceStore } from '../storage/types.js'
 import { pieceSize } from '../torrent/piece-map.js'
-import type { PeerConnection, UploadRequest } from './peer-connection.js'
+import type { PeerConnection } from './peer-connection.js'
 import type { PieceSet } from './piece-set.js'
-import type { TokenBucket } from './rate-limit.js'
-import type { ReadCache } from './read-cache.js'
+import type { TokenBucket } from '../services/rate-limit.js'
+import type { ReadCache } from '../services/read-cache.js'
+import { MAX_BLOCK, MAX_QUEUED_REQUESTS } from './wire-messages.js'
 
-/** Requests queued per peer beyond which new ones are refused. */
-export const MAX_QUEUED_REQUESTS = 1024
-/** Largest block a peer may ask for (the protocol's norm is 16 KiB). */
-export const MAX_BLOCK = 128 * 1024
+/** A peer's request for a block, waiting to be served. */
+interface UploadRequest {
+  readonly index: number
+  readonly offset: number
+  readonly length: number
+}
+
+/** One peer's side of the upload: its queue, whether its serve loop runs, refusals since its queue was last empty. */
+interface PeerUploads {
+  readonly queue: UploadRequest[]
+  serving: boolean
+  refused: number
+  /** The request being read now (a cancel of it is noted by clearing it). */
+  current?: UploadRequest
+}
 /** Stop reading for a peer while this much is waiting in its socket. */
 export const SEND_HIGH_WATER = 1024 * 1024
 
@@ -34,12 +46,17 @@ export interface UploadDeps {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 export class UploadServer {
-  /** The request each connection's serve loop is reading now (a cancel of it is noted by deleting it). */
-  private readonly current = new WeakMap<PeerConnection, UploadRequest>()
+  private readonly peers = new WeakMap<PeerConnection, PeerUploads>()
 
   constructor(private readonly deps: UploadDeps) {}
 
-  /** A request from `conn` (its BlockChannel only passes requests from peers we do not choke). */
+  private of(conn: PeerConnection): PeerUploads {
+    let u = this.peers.get(conn)
+    if (!u) this.peers.set(conn, (u = { queue: [], serving: false, refused: 0 }))
+    return u
+  }
+
+  /** A request from `conn` (the connection only passes requests from peers we do not choke). */
   request(conn: PeerConnection, index: number, offset: number, length: number): void {
     const { layout } = this.deps.store
     // >>> 0: a number read as signed (2^31 and more) shows as sent
@@ -48,39 +65,43 @@ export class UploadServer {
     if (length <= 0 || length > MAX_BLOCK || offset < 0 || offset + length > size) {
       return conn.violation(`request for ${length >>> 0} bytes at ${offset >>> 0} of piece ${index} (${size} bytes; a block is at most ${MAX_BLOCK / 1024} KiB)`)
     }
-    if (!this.deps.have.has(index)) return this.refuse(conn, `piece ${index} is not available`)
-    if (conn.uploadQueue.length >= MAX_QUEUED_REQUESTS) return this.refuse(conn, 'request queue is full')
-    conn.uploadQueue.push({ index, offset, length })
-    void this.serve(conn)
+    const u = this.of(conn)
+    if (!this.deps.have.has(index)) return this.refuse(conn, u, `piece ${index} is not available`)
+    if (u.queue.length >= MAX_QUEUED_REQUESTS) return this.refuse(conn, u, 'request queue is full')
+    u.queue.push({ index, offset, length })
+    void this.serve(conn, u)
   }
 
   /** Say no to a request (without the fast extension: by not answering); a peer that keeps asking after a full queue's worth of refusals is flooding us. */
-  private refuse(conn: PeerConnection, why: string): void {
-    if (++conn.refusedRequests > MAX_QUEUED_REQUESTS) {
-      conn.violation(`${conn.refusedRequests} requests refused (the last: ${why}); it was told to keep at most ${MAX_QUEUED_REQUESTS} queued`)
+  private refuse(conn: PeerConnection, u: PeerUploads, why: string): void {
+    if (++u.refused > MAX_QUEUED_REQUESTS) {
+      conn.violation(`${u.refused} requests refused (the last: ${why}); it was told to keep at most ${MAX_QUEUED_REQUESTS} queued`)
     }
   }
 
   /** The peer cancelled a request. */
   cancel(conn: PeerConnection, index: number, offset: number, length: number): void {
-    const q = conn.uploadQueue
-    const i = q.findIndex((r) => r.index === index && r.offset === offset && r.length === length)
-    if (i >= 0) q.splice(i, 1)
-    const now = this.current.get(conn)
-    if (now && now.index === index && now.offset === offset && now.length === length) this.current.delete(conn)
+    const u = this.peers.get(conn)
+    if (!u) return
+    const i = u.queue.findIndex((r) => r.index === index && r.offset === offset && r.length === length)
+    if (i >= 0) u.queue.splice(i, 1)
+    const now = u.current
+    if (now && now.index === index && now.offset === offset && now.length === length) u.current = undefined
   }
 
   /** We choked the peer: its pending requests are void. */
   clear(conn: PeerConnection): void {
-    conn.uploadQueue.length = 0
-    conn.refusedRequests = 0
+    const u = this.peers.get(conn)
+    if (!u) return
+    u.queue.length = 0
+    u.refused = 0
   }
 
-  private async serve(conn: PeerConnection): Promise<void> {
-    if (conn.serving) return
-    conn.serving = true
+  private async serve(conn: PeerConnection, u: PeerUploads): Promise<void> {
+    if (u.serving) return
+    u.serving = true
     try {
-      while (!conn.closed && conn.uploadQueue.length > 0) {
+      while (!conn.closed && u.queue.length > 0) {
         if (conn.sendBuffered >= SEND_HIGH_WATER) {
           await new Promise<void>((resolve) => {
             const done = () => {
@@ -93,26 +114,26 @@ export class UploadServer {
           })
           continue
         }
-        const req = conn.uploadQueue.shift()!
+        const req = u.queue.shift()!
         const wait = this.deps.limit.take(req.length)
         if (wait > 0) await sleep(wait)
-        if (conn.closed || conn.wire.amChoking) continue
-        this.current.set(conn, req)
+        if (conn.closed || conn.amChoking) continue
+        u.current = req
         const block = await this.deps.cache.read(this.deps.store, req.index, req.offset, req.length)
-        const cancelled = this.current.get(conn) !== req
-        this.current.delete(conn)
-        if (conn.closed || cancelled || conn.wire.amChoking) {
+        const cancelled = u.current !== req
+        u.current = undefined
+        if (conn.closed || cancelled || conn.amChoking) {
           block.release()
           if (conn.closed) break
           continue
         }
-        conn.blocks.piece(req.index, req.offset, block.data, block.release)
+        conn.piece(req.index, req.offset, block.data, block.release)
       }
-      if (conn.uploadQueue.length === 0) conn.refusedRequests = 0
+      if (u.queue.length === 0) u.refused = 0
     } catch (err) {
       this.deps.onError(err as Error)
     } finally {
-      conn.serving = false
+      u.serving = false
     }
   }
 }

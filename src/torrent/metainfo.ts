@@ -10,6 +10,14 @@ import { type Extent, ExtentError, extentName, extentsEnd, extentsTotal, quote, 
 import { makeLayout, type PieceLayout } from './piece-map.js'
 
 export const DEFAULT_PIECE_LENGTH = 16 * 1024 * 1024
+
+/** A v1 info-hash as blockswarm writes it everywhere: 40 lowercase hex digits. */
+const INFO_HASH = /^[0-9a-f]{40}$/
+
+/** Whether `text` is an info-hash in blockswarm's form (lowercase; lower-case it first to accept upper case). */
+export function isInfoHash(text: string): boolean {
+  return INFO_HASH.test(text)
+}
 export const MIN_PIECE_LENGTH = 16 * 1024
 export const MAX_PIECE_LENGTH = 256 * 1024 * 1024
 

@@ -7,8 +7,8 @@
  */
 import { createServer, type Server, type Socket } from 'node:net'
 import type { Logger } from 'pino'
-import { PeerConnection } from './peer-connection.js'
-import { PeerFilter } from './peer-filter.js'
+import { PeerConnection } from '../swarm/peer-connection.js'
+import { PeerFilter } from '../swarm/peer-filter.js'
 
 /** Finds the torrent for an info-hash: returns its handler, or undefined. */
 export type Router = (infoHash: string) => ((conn: PeerConnection) => void) | undefined
@@ -65,7 +65,7 @@ export class Listener {
     const conn = new PeerConnection(socket, 'in', ip, socket.remotePort ?? 0)
     this.unrouted.add(conn)
     conn.once('close', () => this.unrouted.delete(conn))
-    conn.wire.once('handshake', (infoHash: string) => {
+    conn.once('handshake', (infoHash: string) => {
       this.unrouted.delete(conn)
       const handler = this.route(infoHash)
       if (!handler) {

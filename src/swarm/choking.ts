@@ -1,0 +1,66 @@
+/**
+ * Choking for one torrent: who may download from us, applied to the
+ * connected peers. The decision of a round is chooseUnchoked's (choker.ts);
+ * here are the rounds (every CHOKE_TICKS ticks, the optimistic slot rotating
+ * every third), the free slots given at once to a newly interested peer, and
+ * what choking a peer means for its queued requests.
+ */
+import { chooseUnchoked } from './choker.js'
+import type { PeerConnection } from './peer-connection.js'
+import type { UploadServer } from './upload-server.js'
+
+/** Rechoke every this many ticks; the optimistic slot rotates every third rechoke. */
+export const CHOKE_TICKS = 10
+
+export class Choking {
+  private optimistic?: PeerConnection
+
+  constructor(
+    private readonly peers: () => Iterable<PeerConnection>,
+    private readonly uploads: UploadServer,
+    private readonly opts: { readonly slots: number; readonly seeding: () => boolean },
+  ) {}
+
+  /** Once a tick: a full round every CHOKE_TICKS ticks. */
+  tick(ticks: number): void {
+    if (ticks % CHOKE_TICKS === 1) this.round(ticks % (CHOKE_TICKS * 3) === 1)
+  }
+
+  private round(rotate: boolean): void {
+    const all = [...this.peers()]
+    const decision = chooseUnchoked(
+      all.map((p) => ({ peer: p, interested: p.peerInterested, isSeed: p.isSeed, downloadRate: p.download.rate(), uploadRate: p.upload.rate() })),
+      { slots: this.opts.slots, seeding: this.opts.seeding(), optimistic: this.optimistic, rotate },
+    )
+    this.optimistic = decision.optimistic
+    for (const p of all) {
+      if (decision.unchoke.has(p)) p.unchoke()
+      else this.choke(p)
+    }
+  }
+
+  /** Give free slots to interested peers at once rather than at the next round. */
+  fillSlots(): void {
+    let used = 0
+    for (const p of this.peers()) if (!p.amChoking) used++
+    for (const p of this.peers()) {
+      if (used >= this.opts.slots) return
+      if (p.amChoking && p.peerInterested && !p.isSeed) {
+        p.unchoke()
+        used++
+      }
+    }
+  }
+
+  /** Choke a peer: what it asked for is void. */
+  choke(p: PeerConnection): void {
+    if (p.amChoking) return
+    p.choke()
+    this.uploads.clear(p)
+  }
+
+  /** A peer left. */
+  forget(p: PeerConnection): void {
+    if (this.optimistic === p) this.optimistic = undefined
+  }
+}

@@ -1,0 +1,327 @@
+/**
+ * The peers of one torrent, from dial to goodbye: whom to connect to
+ * (PeerDialer: static list and tracker answers, with backoff), the
+ * connections that come and go (ours and the listener's), which of them are
+ * banned and why (BanList; this is where a peer is banned), and what each
+ * connection's events mean for the torrent — pieces it has (availability for
+ * the picker, our interest), requests for blocks (UploadServer), blocks we
+ * asked for (PieceDownloader), choking (Choking).
+ */
+import type { Logger } from 'pino'
+import type { ExtentTorrent } from '../torrent/metainfo.js'
+import { pieceSize } from '../torrent/piece-map.js'
+import { BanList, type PeerIdentity } from './ban-list.js'
+import type { Choking } from './choking.js'
+import { connectPeer, PeerConnection, REQUEST_TIMEOUT_MS } from './peer-connection.js'
+import { addressKey, type PeerAddress, PeerDialer } from './peer-dialer.js'
+import type { PieceDownloader } from './piece-downloader.js'
+import type { PiecePicker } from './piece-picker.js'
+import type { PieceSet } from './piece-set.js'
+import type { RateMeter } from './rate-meter.js'
+import type { SwarmContext } from './swarm-context.js'
+import type { UploadServer } from './upload-server.js'
+import { BLOCK_SIZE, MAX_QUEUED_REQUESTS } from './wire-messages.js'
+
+const CONNECT_TIMEOUT_MS = 10_000
+
+export interface PeersDeps {
+  readonly torrent: ExtentTorrent
+  readonly ctx: SwarmContext
+  readonly log: Logger
+  readonly maxConnections: number
+  readonly have: PieceSet
+  readonly picker: PiecePicker
+  readonly downloads: PieceDownloader
+  readonly uploads: UploadServer
+  readonly choking: () => Choking
+  /** The torrent is online (takes peers, requests blocks). */
+  readonly online: () => boolean
+  /** Something a status reader would see has changed. */
+  readonly changed: () => void
+  /** The torrent's payload totals (every peer's bytes are counted here too). */
+  readonly downloaded: RateMeter
+  readonly uploaded: RateMeter
+}
+
+export class SwarmPeers {
+  private readonly connected = new Set<PeerConnection>()
+  /** Pieces each peer has that we lack (our interest in it). */
+  private readonly wanted = new Map<PeerConnection, number>()
+  readonly dialer = new PeerDialer()
+  readonly bans = new BanList()
+  /** Peer ids seen to have every piece. */
+  readonly seedsSeen = new Set<string>()
+  private connecting = 0
+
+  constructor(private readonly d: PeersDeps) {}
+
+  get size(): number {
+    return this.connected.size
+  }
+
+  [Symbol.iterator](): Iterator<PeerConnection> {
+    return this.connected[Symbol.iterator]()
+  }
+
+  /** Peers we know of that have not finished: connected non-seeds and dialable non-seeds. */
+  get leechers(): number {
+    let n = this.dialer.unfinished
+    for (const p of this.connected) if (!p.isSeed) n++
+    return n
+  }
+
+  // ---------------------------------------------------------------------------
+  // Connecting
+
+  /** Dial what is due, within the connection limit. */
+  dial(): void {
+    const room = this.d.maxConnections - this.connected.size - this.connecting
+    if (room <= 0) return
+    const due = this.dialer.due(room, (a) => (this.d.have.complete && a.seed) || this.bans.isBanned({ ip: a.host, port: a.port }))
+    for (const a of due) this.connectTo(a)
+  }
+
+  private allowed(ip: string): boolean {
+    return this.d.ctx.allowPeers?.allows(ip) ?? true
+  }
+
+  /** A tracker's answer. */
+  found(a: PeerAddress): void {
+    if (!this.allowed(a.host)) {
+      this.d.log.debug({ peer: addressKey(a), allowed: String(this.d.ctx.allowPeers) }, 'tracker peer outside --allow-peers: not dialed')
+      return
+    }
+    this.dialer.add(a, 'tracker')
+    this.dial()
+  }
+
+  private connectTo(a: PeerAddress): void {
+    const { ctx, log } = this.d
+    this.connecting++
+    const bind = ctx.bind && ctx.bind !== '0.0.0.0' && ctx.bind !== '::' ? ctx.bind : undefined
+    const socket = connectPeer({ host: a.host, port: a.port, localAddress: bind })
+    const timer = setTimeout(() => socket.destroy(new Error('connect timed out')), CONNECT_TIMEOUT_MS)
+    timer.unref()
+    let settled = false
+    const failed = (err: Error) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      this.connecting--
+      this.dialer.closed(a, true, err.message)
+      log.debug({ peer: addressKey(a), err: err.message }, 'connect failed')
+    }
+    socket.once('error', failed)
+    socket.once('connect', () => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      socket.off('error', failed)
+      this.connecting--
+      const ip = (socket.remoteAddress ?? a.host).replace(/^::ffff:/, '')
+      if (!this.allowed(ip)) {
+        socket.destroy()
+        this.dialer.closed(a, true, `${ip} is outside --allow-peers`)
+        log.warn({ peer: addressKey(a), ip, allowed: String(ctx.allowPeers) }, 'peer address outside --allow-peers: not connecting')
+        return
+      }
+      const conn = new PeerConnection(socket, 'out', ip, a.port)
+      if (!this.d.online()) {
+        conn.close('offline')
+        this.dialer.closed(a, false)
+        return
+      }
+      if (this.bans.isBanned(conn.identity)) {
+        conn.close('banned')
+        this.dialer.remove(a)
+        return
+      }
+      let attached = false
+      conn.once('close', (reason: string) => this.dialer.closed(a, !attached, reason))
+      conn.once('handshake', (infoHash: string, peerId: string) => {
+        if (infoHash !== this.d.torrent.infoHash) return conn.close('handshake for another torrent')
+        if (peerId === ctx.peerId.toString('hex')) {
+          this.dialer.markSelf(a)
+          return conn.close('connected to ourselves')
+        }
+        attached = this.attach(conn)
+        if (attached) this.dialer.connected(a)
+      })
+      this.sendHandshake(conn)
+    })
+  }
+
+  private sendHandshake(conn: PeerConnection): void {
+    conn.handshake(this.d.torrent.infoHash, this.d.ctx.peerId, { v: 'blockswarm', p: this.d.ctx.port(), reqq: MAX_QUEUED_REQUESTS })
+  }
+
+  /** An incoming connection whose handshake named this torrent. */
+  adopt(conn: PeerConnection): void {
+    if (!this.d.online()) return conn.close('torrent not active')
+    if (conn.peerId === this.d.ctx.peerId.toString('hex')) return conn.close('connected to ourselves')
+    this.sendHandshake(conn)
+    this.attach(conn)
+  }
+
+  /** Take a handshaken connection into the swarm; false (and closed) if refused. */
+  private attach(conn: PeerConnection): boolean {
+    if (this.bans.isBanned(conn.identity)) {
+      conn.close('banned')
+      return false
+    }
+    const twin = [...this.connected].find((p) => p.peerId === conn.peerId)
+    if (twin) {
+      // both sides dialed: keep the connection opened by the side with the lower peer id
+      const keepOutgoing = this.d.ctx.peerId.toString('hex') < (conn.peerId ?? '')
+      const loser = (conn.direction === 'out') === keepOutgoing ? twin : conn
+      loser.close('duplicate connection')
+      if (loser === conn) return false
+    }
+    if (this.connected.size >= this.d.maxConnections) {
+      conn.close('too many connections')
+      return false
+    }
+    this.connected.add(conn)
+    this.wanted.set(conn, 0)
+    if (this.d.downloads.readsPaused) conn.pauseReads()
+    this.wireUp(conn)
+    if (this.d.have.count > 0) conn.bitfield(this.d.have.bits)
+    this.d.log.debug({ peer: conn.address, dir: conn.direction, client: conn.client }, 'peer connected')
+    this.d.choking().fillSlots()
+    return true
+  }
+
+  private wireUp(conn: PeerConnection): void {
+    const { downloads, uploads } = this.d
+    const timeout = this.d.ctx.requestTimeout ?? REQUEST_TIMEOUT_MS
+    conn.setTorrent(this.d.torrent.pieceCount, (index, offset, length) => this.checkBlock(index, offset, length))
+    conn.setDownloadSink(downloads)
+    conn.setRequestTimeout(timeout)
+    conn.on('bitfield', (gained: number[]) => {
+      for (const i of gained) this.gained(conn, i)
+      this.afterPieces(conn)
+    })
+    conn.on('have', (index: number) => {
+      this.gained(conn, index)
+      this.afterPieces(conn)
+    })
+    conn.on('unchoke', () => downloads.fill(conn))
+    conn.on('interested', () => this.d.choking().fillSlots())
+    conn.on('uninterested', () => {
+      this.d.choking().choke(conn)
+      this.d.choking().fillSlots()
+    })
+    conn.on('request', (index: number, offset: number, length: number) => uploads.request(conn, index, offset, length))
+    conn.on('cancel', (index: number, offset: number, length: number) => uploads.cancel(conn, index, offset, length))
+    // no requested block for `timeout` ms: take its requests back and leave it one; if that one times out too, drop it
+    conn.on('timeout', () => {
+      if (downloads.readsPaused) return // we stopped reading (the disk is behind): not the peer's fault
+      if (conn.snubbed) {
+        this.d.log.info({ peer: conn.address, timeoutMs: timeout }, 'peer answers no requests: disconnected')
+        return conn.close(`requests timed out: no block in ${(2 * timeout) / 1000} s`)
+      }
+      this.d.log.debug({ peer: conn.address, requests: conn.requests }, 'peer snubbed us (request timeout)')
+      conn.snub()
+      downloads.snubbed(conn)
+    })
+    conn.on('download', (bytes: number) => this.d.downloaded.add(bytes))
+    conn.on('upload', (bytes: number) => this.d.uploaded.add(bytes))
+    conn.on('extended', () => {
+      // its listen port is known now: it may be a banned address
+      if (this.bans.isBanned(conn.identity)) conn.close('banned')
+    })
+    conn.once('close', (reason: string) => this.detach(conn, reason))
+  }
+
+  /** A block's header, before the connection buffers the block: one we ask for (in range, 16 KiB-aligned)? */
+  private checkBlock(index: number, offset: number, length: number): string | undefined {
+    const n = this.d.torrent.pieceCount
+    if (index >= n) return `block of piece ${index} of ${n}`
+    const size = pieceSize(this.d.torrent.layout, index)
+    if (offset % BLOCK_SIZE !== 0 || length !== Math.min(BLOCK_SIZE, size - offset)) {
+      return `block of ${length} bytes at ${offset} of piece ${index} (${size} bytes), not a ${BLOCK_SIZE / 1024} KiB block we ask for`
+    }
+    return undefined
+  }
+
+  private gained(conn: PeerConnection, index: number): void {
+    this.d.picker.peerHas(index)
+    if (!this.d.have.has(index)) this.wanted.set(conn, (this.wanted.get(conn) ?? 0) + 1)
+  }
+
+  private afterPieces(conn: PeerConnection): void {
+    if (conn.isSeed) {
+      this.dialer.markSeed({ host: conn.ip, port: conn.listenPort })
+      if (conn.peerId) this.seedsSeen.add(conn.peerId)
+      if (this.d.have.complete) return conn.close('both sides are seeds')
+    }
+    this.updateInterest(conn)
+    this.d.downloads.fill(conn)
+  }
+
+  private updateInterest(conn: PeerConnection): void {
+    if ((this.wanted.get(conn) ?? 0) > 0 && !this.d.have.complete) conn.interested()
+    else conn.uninterested()
+  }
+
+  private detach(conn: PeerConnection, reason: string): void {
+    if (!this.connected.delete(conn)) return
+    this.wanted.delete(conn)
+    this.d.log.debug({ peer: conn.address, reason }, 'peer gone')
+    if (conn.misbehaved) {
+      this.d.downloads.discardFrom(conn)
+      this.ban(conn.identity, reason)
+    }
+    const pieces = conn.pieces
+    if (pieces && pieces.count > 0) {
+      for (let i = 0; i < this.d.torrent.pieceCount; i++) if (pieces.has(i)) this.d.picker.peerLost(i)
+    }
+    this.d.uploads.clear(conn)
+    this.d.choking().forget(conn)
+    if (this.d.online()) {
+      this.d.choking().fillSlots()
+      this.d.downloads.fillAll()
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // What the torrent tells its peers
+
+  /** We verified and wrote a piece: every peer hears of it; interest goes where nothing more is wanted. */
+  havePiece(index: number): void {
+    for (const p of this.connected) {
+      p.have(index)
+      if (p.pieces!.has(index)) {
+        const left = (this.wanted.get(p) ?? 1) - 1
+        this.wanted.set(p, left)
+        if (left === 0) this.updateInterest(p)
+      }
+    }
+  }
+
+  /** We became a seed: seeds have nothing to say to each other; the others lose our interest. */
+  nowSeeding(): void {
+    for (const p of [...this.connected]) {
+      if (p.isSeed) p.close('both sides are seeds')
+      else this.updateInterest(p)
+    }
+  }
+
+  /** Ban a peer (ip:port and peer id): its blocks in progress are discarded, its connections closed, its address forgotten. */
+  ban(who: PeerIdentity, reason: string): void {
+    const entry = this.bans.ban(who, reason)
+    this.d.log.warn({ peer: entry.peer, reason }, 'peer banned')
+    for (const p of [...this.connected]) {
+      if (!this.bans.isBanned(p.identity)) continue
+      this.d.downloads.discardFrom(p)
+      p.close(`banned: ${reason}`)
+    }
+    this.dialer.remove({ host: who.ip, port: who.port })
+    this.d.changed()
+  }
+
+  /** Going offline: every connection closes. */
+  closeAll(reason: string): void {
+    for (const p of [...this.connected]) p.close(reason)
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * A swarm's status as plain data (TorrentStatus), from its parts: what the
+ * lifecycle says, what the pieces say, what the peers say. Pure.
+ */
+import type { ExtentTorrent } from '../torrent/metainfo.js'
+import { pieceSize } from '../torrent/piece-map.js'
+import type { PeerConnection } from './peer-connection.js'
+import type { PieceSet } from './piece-set.js'
+import type { PeerStatus, TorrentState, TorrentStatus, UnreachablePeer, BanStatus } from './status.js'
+
+/** Verified bytes held: whole pieces, the last one at its own size. */
+export function bytesDone(torrent: ExtentTorrent, have: PieceSet): number {
+  const n = have.count
+  if (n === 0) return 0
+  const last = torrent.pieceCount - 1
+  return n * torrent.pieceLength - (have.has(last) ? torrent.pieceLength - pieceSize(torrent.layout, last) : 0)
+}
+
+export function peerStatus(p: PeerConnection): PeerStatus {
+  return {
+    address: p.address,
+    peerId: p.peerId ?? '',
+    client: p.client,
+    downloadRate: p.download.rate(),
+    uploadRate: p.upload.rate(),
+    isSeed: p.isSeed,
+    choked: p.amChoking,
+    interested: p.peerInterested,
+    direction: p.direction,
+  }
+}
+
+/** The parts of a status that are not the pieces' or the peers'. */
+export interface StatusFacts {
+  readonly target: string
+  readonly state: TorrentState
+  readonly complete: boolean
+  readonly paused: boolean
+  readonly done: boolean
+  readonly doneReason?: string
+  readonly error?: string
+  readonly lastProgress?: number
+  readonly trackerError?: string
+  readonly unreachable: readonly UnreachablePeer[]
+  readonly downloadRate: number
+  readonly uploadRate: number
+  readonly totalDownloaded: number
+  readonly totalUploaded: number
+  readonly totalReused: number
+  readonly startedAt: number
+  readonly finishedAt?: number
+  readonly lastUpload?: number
+  readonly lastDownload?: number
+  readonly checkRate?: number
+  readonly bans: readonly BanStatus[]
+  readonly hashFailures: number
+}
+
+export function torrentStatus(torrent: ExtentTorrent, have: PieceSet, peers: Iterable<PeerConnection>, f: StatusFacts): TorrentStatus {
+  const peerList = [...peers].map(peerStatus)
+  const done = bytesDone(torrent, have)
+  return {
+    infoHash: torrent.infoHash,
+    name: torrent.name,
+    target: f.target,
+    state: f.state,
+    error: f.error,
+    lastProgress: f.lastProgress,
+    trackerError: f.trackerError,
+    unreachable: f.unreachable,
+    progress: torrent.totalLength > 0 ? done / torrent.totalLength : 1,
+    total: torrent.totalLength,
+    totalDone: done,
+    piecesDone: have.count,
+    pieceCount: torrent.pieceCount,
+    downloadRate: f.downloadRate,
+    uploadRate: f.uploadRate,
+    totalDownloaded: f.totalDownloaded,
+    totalUploaded: f.totalUploaded,
+    totalReused: f.totalReused,
+    peers: peerList.length,
+    seeds: peerList.filter((p) => p.isSeed).length,
+    startedAt: f.startedAt,
+    complete: f.complete,
+    finishedAt: f.finishedAt,
+    lastUpload: f.lastUpload,
+    lastDownload: f.lastDownload,
+    checkRate: f.checkRate,
+    paused: f.paused,
+    done: f.done,
+    doneReason: f.doneReason,
+    bans: f.bans,
+    hashFailures: f.hashFailures,
+    peerList,
+  }
+}
