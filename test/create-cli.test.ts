@@ -8,7 +8,7 @@ import { cp, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/
 import { basename, dirname, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type ExtentTorrent, parseTorrent } from '../src/torrent/metainfo.js'
-import { type PartcloneInfo, readPartcloneInfo } from '../tools/create/partclone-info.js'
+import { type PartcloneInfo, readPartcloneInfo } from '../src/create/partclone-info.js'
 import { cleanupAll, cli, loopAttach, pseudoRandom, run, sh, tempDir } from './helpers/sys.js'
 
 const MiB = 1024 * 1024

@@ -9,9 +9,9 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type ByteRange, gapsOf, rangesToExtents } from '../src/torrent/extents.js'
 import type { GapPolicy } from '../src/torrent/metainfo.js'
-import { readPartitionTable } from '../tools/create/partition-table.js'
-import { Source } from '../tools/create/source.js'
-import { BOOT_AREA_WHOLE_LIMIT, usedBlocks } from '../tools/create/used-blocks.js'
+import { readPartitionTable } from '../src/create/partition-table.js'
+import { Source } from '../src/create/source.js'
+import { BOOT_AREA_WHOLE_LIMIT, usedBlocks } from '../src/create/used-blocks.js'
 import { cleanupAll, onCleanup, pseudoRandom, run, sh, tempDir } from './helpers/sys.js'
 
 afterEach(cleanupAll)

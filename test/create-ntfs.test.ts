@@ -8,10 +8,10 @@ import { copyFile, open, readFile, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ByteRange } from '../src/torrent/extents.js'
-import { ntfsReader } from '../tools/create/fs/ntfs.js'
-import type { FsScan } from '../tools/create/fs/types.js'
-import { mergeRanges } from '../tools/create/ranges.js'
-import { Source } from '../tools/create/source.js'
+import { ntfsReader } from '../src/create/fs/ntfs.js'
+import type { FsScan } from '../src/create/fs/types.js'
+import { mergeRanges } from '../src/create/ranges.js'
+import { Source } from '../src/create/source.js'
 import {
   copyRanges,
   findAttribute,

@@ -6,9 +6,9 @@ import { open, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type ByteRange, gapsOf, rangesToExtents } from '../src/torrent/extents.js'
-import { Source } from '../tools/create/source.js'
-import { usedBlocks } from '../tools/create/used-blocks.js'
-import { zeroScan } from '../tools/create/zero-scan.js'
+import { Source } from '../src/create/source.js'
+import { usedBlocks } from '../src/create/used-blocks.js'
+import { zeroScan } from '../src/create/zero-scan.js'
 import { cleanupAll, loopAttach, onCleanup, pseudoRandom, tempDir } from './helpers/sys.js'
 
 afterEach(cleanupAll)

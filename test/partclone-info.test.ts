@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto'
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { PARTCLONE_PIECE_LENGTH, PartcloneInfoError, parsePartcloneInfo, readPartcloneInfo } from '../tools/create/partclone-info.js'
+import { PARTCLONE_PIECE_LENGTH, PartcloneInfoError, parsePartcloneInfo, readPartcloneInfo } from '../src/create/partclone-info.js'
 import { cleanupAll, pseudoRandom, sh, tempDir } from './helpers/sys.js'
 
 const MiB = 1024 * 1024

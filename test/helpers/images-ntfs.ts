@@ -9,9 +9,9 @@ import { execFile } from 'node:child_process'
 import { open, readFile, rm, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { ByteRange } from '../../src/torrent/extents.js'
-import { applyFixups } from '../../tools/create/fs/ntfs.js'
-import { readPartcloneInfo } from '../../tools/create/partclone-info.js'
-import { mergeRanges } from '../../tools/create/ranges.js'
+import { applyFixups } from '../../src/create/fs/ntfs.js'
+import { readPartcloneInfo } from '../../src/create/partclone-info.js'
+import { mergeRanges } from '../../src/create/ranges.js'
 import { pseudoRandom, run, sh } from './sys.js'
 
 export interface NtfsFileSpec {

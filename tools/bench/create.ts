@@ -13,7 +13,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rm
 import { join, resolve } from 'node:path'
 import { availableParallelism, tmpdir } from 'node:os'
 import { parseTorrent } from '../../src/torrent/metainfo.js'
-import { hashPieces, MAX_WORKERS } from '../create/hasher.js'
+import { hashPieces, MAX_WORKERS } from '../../src/create/hasher.js'
 
 const ROOT = resolve(import.meta.dirname, '../../..')
 const CLI = join(ROOT, 'bin/blockswarm.js')

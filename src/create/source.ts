@@ -3,7 +3,7 @@
  * Opened O_RDONLY: the creator never writes its source.
  */
 import { type FileHandle, open } from 'node:fs/promises'
-import { targetInfo } from '../../src/storage/device-size.js'
+import { targetInfo } from '../storage/device-size.js'
 
 export class Source {
   private constructor(

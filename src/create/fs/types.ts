@@ -5,7 +5,7 @@
  * and returns the used byte ranges with ABSOLUTE offsets (base already added),
  * sorted and merged (use RangeBuilder).
  */
-import type { ByteRange } from '../../../src/torrent/extents.js'
+import type { ByteRange } from '../../torrent/extents.js'
 import type { Source } from '../source.js'
 
 export interface Volume {

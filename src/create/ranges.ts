@@ -2,7 +2,7 @@
  * Used-byte ranges as the filesystem readers report them: sorted, merged.
  * Shared by every reader so none of them re-implements run finding.
  */
-import type { ByteRange } from '../../src/torrent/extents.js'
+import type { ByteRange } from '../torrent/extents.js'
 
 /** Collects byte ranges in increasing order and merges touching or overlapping ones. */
 export class RangeBuilder {

@@ -16,7 +16,7 @@
  *   header (at the header's AlternateLBA, normally the last LBA) at the end.
  */
 import { crc32 } from 'node:zlib'
-import type { ByteRange } from '../../src/torrent/extents.js'
+import type { ByteRange } from '../torrent/extents.js'
 import { mergeRanges } from './ranges.js'
 import type { Source } from './source.js'
 

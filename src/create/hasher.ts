@@ -17,7 +17,7 @@
 import { createHash, type Hash } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads'
-import type { ByteRange } from '../../src/torrent/extents.js'
+import type { ByteRange } from '../torrent/extents.js'
 import { ExtentFilesReader, type NamedExtent } from './extents-dir.js'
 import { Source } from './source.js'
 

@@ -3,7 +3,7 @@
  * creator can read are its blocks that are not all zero. A torrent made this
  * way must zero its gaps on deploy (GapPolicy 'zero').
  */
-import type { ByteRange } from '../../src/torrent/extents.js'
+import type { ByteRange } from '../torrent/extents.js'
 import type { Volume } from './fs/types.js'
 import { RangeBuilder } from './ranges.js'
 

@@ -6,7 +6,7 @@
  */
 import { realpath, stat } from 'node:fs/promises'
 import { basename, dirname, resolve } from 'node:path'
-import { type ByteRange, extentName } from '../../src/torrent/extents.js'
+import { type ByteRange, extentName } from '../torrent/extents.js'
 import {
   buildTorrent,
   DEFAULT_PIECE_LENGTH,
@@ -14,7 +14,7 @@ import {
   type GapPolicy,
   MAX_PIECE_LENGTH,
   MIN_PIECE_LENGTH,
-} from '../../src/torrent/metainfo.js'
+} from '../torrent/metainfo.js'
 import { ExtentFilesReader, ExtentFilesWriter, type NamedExtent } from './extents-dir.js'
 import { hashPieces, type ReaderSpec } from './hasher.js'
 import { PARTCLONE_PIECE_LENGTH, type PartcloneInfo, readPartcloneInfo } from './partclone-info.js'

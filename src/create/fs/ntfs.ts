@@ -14,7 +14,7 @@
  * given instead, so when the volume is longer than the filesystem that sector
  * is sent too.
  */
-import type { ByteRange } from '../../../src/torrent/extents.js'
+import type { ByteRange } from '../../torrent/extents.js'
 import { RangeBuilder, setBitRuns } from '../ranges.js'
 import type { FsReader, FsScan, Volume } from './types.js'
 

@@ -4,8 +4,8 @@
  * zero-block scan, or everything) and returns the used ranges with the gap
  * policy the torrent must carry.
  */
-import type { ByteRange } from '../../src/torrent/extents.js'
-import type { GapPolicy } from '../../src/torrent/metainfo.js'
+import type { ByteRange } from '../torrent/extents.js'
+import type { GapPolicy } from '../torrent/metainfo.js'
 import { readers } from './fs/index.js'
 import type { FsReader, Volume } from './fs/types.js'
 import { type Partition, type PartitionTable, readPartitionTable } from './partition-table.js'
