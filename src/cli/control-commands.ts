@@ -4,13 +4,13 @@
  * (--daemon ADDR, default 127.0.0.1:50051 or $BLOCKSWARM_DAEMON), over TLS
  * and with a bearer token if asked (security-options.ts).
  */
-import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import cliProgress, { type SingleBar } from 'cli-progress'
 import { type Command, InvalidArgumentError, Option } from 'commander'
 import type { TorrentInfo } from '../control/blockswarm-wire.js'
 import { type ClientSecurity, type ControlClient, daemonAddress, withControl } from '../control/client.js'
 import { isInfoHash } from '../torrent/metainfo.js'
+import { readTorrentFile } from './torrent-file.js'
 import { VERSION } from '../version.js'
 import { addClientSecurityOptions, type ClientSecurityFlags, clientSecurityFrom } from './security-options.js'
 import { BAR_FORMAT, barFields, stateText, torrentJson, torrentTable } from './torrent-view.js'
@@ -120,12 +120,7 @@ export function registerControlCommands(program: Command): void {
     .option('--seed-idle <seconds>', 'done (and paused) after this long without uploading, once finished', nonNegative)
     .option('--json', 'print the added torrent as JSON')
   daemonOptions(add).action(async (torrentFile: string, target: string, o) => {
-    let bytes: Buffer
-    try {
-      bytes = await readFile(torrentFile)
-    } catch (err) {
-      throw new Error(`cannot read ${torrentFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
-    }
+    const bytes = await readTorrentFile(torrentFile, 'blockswarm add TORRENT TARGET')
     const t = await control(o, (c) =>
       c.blockswarm.AddTorrent({
         torrent: bytes,

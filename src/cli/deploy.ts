@@ -19,7 +19,7 @@ import { type DeployOutcome, describeThenAction, EXIT_THEN_FAILED, runThenAction
 import { createImageFile } from '../storage/store.js'
 import { extentsEnd } from '../torrent/extents.js'
 import { formatBytes } from '../util/size.js'
-import { loadTorrentFile } from './inspect.js'
+import { loadTorrentFile } from './torrent-file.js'
 import { addSwarmOptions, addThenOptions, makeLogger, optionalNumber, sessionOptions, type SwarmFlags, thenActionOf } from './options.js'
 import { onStopSignal, signalExitCode } from './shutdown.js'
 import { formatDuration, formatRate } from './torrent-view.js'
@@ -182,7 +182,7 @@ export function registerDeploy(program: Command): void {
     .option('--json', 'print the result as one JSON object')
     .action(async (torrentPath: string, target: string, flags: DeployFlags) => {
       const then = thenActionOf(flags)
-      const torrent = await loadTorrentFile(torrentPath)
+      const torrent = await loadTorrentFile(torrentPath, 'blockswarm deploy TORRENT TARGET')
       if (flags.createImage && !existsSync(target)) {
         await createImageFile(target, torrent.meta.targetSize ?? extentsEnd(torrent.extents))
       }

@@ -1,8 +1,8 @@
-import { readFile } from 'node:fs/promises'
 import type { Command } from 'commander'
 import { extentsEnd } from '../torrent/extents.js'
 import { type ExtentTorrent, parseTorrent } from '../torrent/metainfo.js'
 import { formatBytes } from '../util/size.js'
+import { loadTorrentFile } from './torrent-file.js'
 
 /** A plain summary of a torrent, the same for humans (table) and scripts (--json). */
 export function summarize(t: ExtentTorrent) {
@@ -24,15 +24,6 @@ export function summarize(t: ExtentTorrent) {
   }
 }
 
-export async function loadTorrentFile(path: string): Promise<ExtentTorrent> {
-  let data: Buffer
-  try {
-    data = await readFile(path)
-  } catch (err) {
-    throw new Error(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
-  }
-  return parseTorrent(data, { source: path })
-}
 
 export function registerInspect(program: Command): void {
   program

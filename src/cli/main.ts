@@ -34,6 +34,12 @@ async function main(argv: string[]): Promise<void> {
   await program.parseAsync(argv)
 }
 
+// A closed stdout (`blockswarm inspect X | head -1`) ends the command quietly: nobody is left to read the rest.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0)
+  throw err
+})
+
 main(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode)
   process.stderr.write(`blockswarm: ${(err as Error).message}\n`)

@@ -10,7 +10,7 @@ import { serveSessionMetrics } from '../metrics/metrics-server.js'
 import { Session } from '../session/session.js'
 import type { TorrentStatus } from '../swarm/status.js'
 import type { ExtentTorrent } from '../torrent/metainfo.js'
-import { loadTorrentFile } from './inspect.js'
+import { loadTorrentFile } from './torrent-file.js'
 import { addSwarmOptions, makeLogger, sessionOptions, type SwarmFlags } from './options.js'
 import { onStopSignal } from './shutdown.js'
 
@@ -58,7 +58,7 @@ export function registerSeed(program: Command): void {
     .option('--tracker-interval <seconds>', 'announce interval the embedded tracker asks of clients', '30')
     .option('--force', 'seed from a device mounted read-write (its content may change while seeded)')
     .action(async (torrentPath: string, source: string, flags: SeedFlags) => {
-      const torrent = await loadTorrentFile(torrentPath)
+      const torrent = await loadTorrentFile(torrentPath, 'blockswarm seed TORRENT SOURCE')
       const log = makeLogger(flags.logLevel ?? 'info')
       let tracker: Awaited<ReturnType<typeof startTracker>> | undefined
       if (flags.trackerEmbedded !== undefined) {

@@ -45,7 +45,7 @@ function checkExtentsFit(torrent: ExtentTorrent, path: string, size: number, kin
   const e = torrent.extents.find((x) => x.offset + x.length > size)
   if (!e) return
   const needed = torrent.meta.targetSize ?? extentsEnd(torrent.extents)
-  const hint = kind === 'file' ? `; an image file is never grown: give a new path to create one of ${needed} bytes` : ''
+  const hint = kind === 'file' ? `; an image file is never grown: make it ${needed} bytes (truncate -s ${needed} ${path}), or with deploy give a path that does not exist yet and --create-image` : ''
   throw new TargetRefused(`extent ${hex(e.offset)}+${e.length} ends past ${path} (size ${size})${hint}`, path, 'too-small')
 }
 
