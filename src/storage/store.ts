@@ -38,7 +38,16 @@ export async function openStore(torrent: ExtentTorrent, target: string, opts: Op
     throw new TargetRefused((err as Error).message, target, 'unusable')
   }
   // Before every other check: a second writer learns who holds the target, not that it is "busy" (O_EXCL).
-  const lock = await lockTarget(info, opts.mode, { infoHash: torrent.infoHash, name: torrent.name })
+  let lock: TargetLock
+  try {
+    lock = await lockTarget(info, opts.mode, { infoHash: torrent.infoHash, name: torrent.name })
+  } catch (err) {
+    if (!(err instanceof TargetRefused) || err.problem !== 'unusable') throw err
+    // the lock could not even open the target: the checks that say why (read-only, the running root filesystem…) speak first
+    const store = info.kind === 'directory' ? await openDirStore(torrent, target, opts.mode) : await openDeviceStore(torrent, info, opts)
+    await store.close()
+    throw err
+  }
   try {
     const store = info.kind === 'directory' ? await openDirStore(torrent, target, opts.mode) : await openDeviceStore(torrent, info, opts)
     return new LockedStore(store, lock)
