@@ -17,6 +17,7 @@ import { pieceSize } from '../src/torrent/piece-map.js'
 import { deployJson, firstDifference, startDeploy, startSeed, waitFor } from './helpers/deploy-run.js'
 import { extTestTree, makeExtImage, makeStaleTarget, writeTree } from './helpers/images-ext.js'
 import { cleanupAll, cli, loopAttach, run, waitExit } from './helpers/sys.js'
+import { mulberry32 } from '../tools/lib/random.js'
 
 const MiB = 1024 * 1024
 const IMAGE_SIZE = 64 * MiB
@@ -25,17 +26,8 @@ const SEED = 0x5eed_0f_c0
 
 type Phase = 'start' | 'check' | 'download' | 'finish'
 
-/** mulberry32: a small seeded generator, so that a failing run can be repeated. */
-function random(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32
-  }
-}
+/** A small seeded generator, so that a failing run can be repeated. */
+const random = mulberry32
 
 let work: string
 let image: string

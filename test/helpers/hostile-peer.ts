@@ -11,18 +11,9 @@ import { EventEmitter } from 'node:events'
 import { connect, type Socket } from 'node:net'
 import { onCleanup } from './sys.js'
 
-export const MSG = {
-  choke: 0,
-  unchoke: 1,
-  interested: 2,
-  notInterested: 3,
-  have: 4,
-  bitfield: 5,
-  request: 6,
-  piece: 7,
-  cancel: 8,
-  extended: 20,
-} as const
+import { MSG } from '../../src/swarm/wire-messages.js'
+
+export { MSG }
 
 /** One message from the other side; id -1 is a keep-alive. */
 export interface Message {

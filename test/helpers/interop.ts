@@ -30,16 +30,9 @@ export async function startSeeder(args: string[], logLevel = 'warn'): Promise<{ 
   return { child, output: out.text, whitelistLine: line()! }
 }
 
-export async function readRange(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r')
-  try {
-    const buf = Buffer.alloc(length)
-    const { bytesRead } = await fh.read(buf, 0, length, offset)
-    return buf.subarray(0, bytesRead)
-  } finally {
-    await fh.close()
-  }
-}
+import { readRange } from './sys.js'
+
+export { readRange }
 
 /** The extents (as "0xOFFSET+LENGTH") whose bytes on `target` differ from those on `source` (devices or image files). */
 export async function differingExtents(t: ExtentTorrent, source: string, target: string): Promise<string[]> {

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createServer } from 'node:net'
 import { promisify } from 'node:util'
+import { xorshiftBytes } from '../../tools/lib/random.js'
 
 const execFileP = promisify(execFile)
 
@@ -116,17 +117,7 @@ export function captureOutput(child: ChildProcess): { text: () => string } {
 }
 
 /** Deterministic pseudo-random bytes (xorshift), so tests are reproducible. */
-export function pseudoRandom(length: number, seed = 1): Buffer {
-  const out = Buffer.alloc(length + 3)
-  let x = seed >>> 0 || 1
-  for (let i = 0; i < length; i += 4) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out.writeUInt32LE(x >>> 0, i)
-  }
-  return out.subarray(0, length)
-}
+export const pseudoRandom = xorshiftBytes
 
 /** A free TCP port below 32768 on 127.0.0.1 (this machine's ephemeral range starts above). */
 export async function freePort(): Promise<number> {

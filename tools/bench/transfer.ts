@@ -38,6 +38,7 @@ import { extentName } from '../../src/torrent/extents.js'
 import { buildTorrent, type ExtentTorrent, pieceHash } from '../../src/torrent/metainfo.js'
 import { mapPieceRange, pieceSize } from '../../src/torrent/piece-map.js'
 import { parseSize } from '../../src/util/size.js'
+import { mulberry32 } from '../lib/random.js'
 
 const ROOT = resolve(import.meta.dirname, '../../..')
 const CLI = join(ROOT, 'bin/blockswarm.js')
@@ -132,17 +133,8 @@ function cleanup(): void {
 // ---------------------------------------------------------------------------
 // The image, the torrent and the plain-file copy for libtorrent
 
-/** mulberry32: a small deterministic PRNG, so every run has the same extents. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** A small deterministic PRNG, so every run has the same extents. */
+const prng = mulberry32
 
 /**
  * Extents shaped like a filesystem's used blocks: most bytes in runs of
