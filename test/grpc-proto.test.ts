@@ -120,6 +120,15 @@ describe('reflection descriptors', () => {
   })
 })
 
+describe('the hand-written wire types follow the .proto', () => {
+  it('every field of ezio.Torrent and blockswarm.v1.TorrentInfo is filled by the mapping, and nothing else', () => {
+    const fields = (file: string, type: string) => Object.keys(loadProto(file).lookupType(type).fields).sort()
+    const full = status({ error: 'x', finishedAt: 1_030_000, lastUpload: 1_020_000, lastDownload: 1_020_000, checkRate: 5, doneReason: 'r' })
+    expect(Object.keys(toEzioTorrent(full, 1_100_000)).sort()).toEqual(fields('ezio.proto', 'ezio.Torrent'))
+    expect(Object.keys(toTorrentInfo(full, { peers: true })).sort()).toEqual(fields('blockswarm.proto', 'blockswarm.v1.TorrentInfo'))
+  })
+})
+
 describe('status mapping', () => {
   const now = 1_000_000 + 3_600_000
 
