@@ -23,6 +23,7 @@ interface CreateFlags {
   fromPartclone?: string
   extentsDir?: string
   json?: boolean
+  force?: boolean
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value]
@@ -94,6 +95,7 @@ export function registerCreate(program: Command): void {
     .option('--from-partclone <torrent.info>', "take the extents (and 16 MiB piece hashes) from partclone's torrent.info")
     .option('--extents-dir <dir>', 'also write DIR/NAME/<hex offset>, one file per extent, for standard clients to seed')
     .option('--json', 'print one JSON object')
+    .option('--force', 'image a device even while it is mounted read-write (its content may change while it is read)')
     .action(async (source: string | undefined, flags: CreateFlags) => {
       if (!source && !flags.fromPartclone) throw new Error('create: give a SOURCE (block device, partition or image file), or --from-partclone')
       const pieceLength = parseSize(flags.pieceSize)
@@ -114,6 +116,7 @@ export function registerCreate(program: Command): void {
             mode: flags.mode,
             fromPartclone: flags.fromPartclone,
             extentsDir: flags.extentsDir,
+            force: flags.force,
             onStart: (n) => bar.start(n),
             onProgress: (n) => bar.update(n),
           },

@@ -3,10 +3,15 @@
  * extents directory) in seeding mode, trusted without hashing, until
  * stopped; optionally with an HTTP tracker in the same process.
  */
+import { lookup } from 'node:dns/promises'
+import { networkInterfaces } from 'node:os'
 import type { Command } from 'commander'
 import { Server } from 'bittorrent-tracker'
 import type { Logger } from 'pino'
 import { serveSessionMetrics } from '../metrics/metrics-server.js'
+import { targetInfo } from '../storage/device-size.js'
+import { describeUser } from '../storage/device-store.js'
+import { changingSourceUsers, stableSourceFixes } from '../storage/source-users.js'
 import { Session } from '../session/session.js'
 import type { TorrentStatus } from '../swarm/status.js'
 import type { ExtentTorrent } from '../torrent/metainfo.js'
@@ -22,8 +27,12 @@ interface SeedFlags extends SwarmFlags {
 
 export const DEFAULT_TRACKER_PORT = 6969
 
-/** An HTTP tracker (bittorrent-tracker's Server) for this torrent only, on `host`:`port`. */
-async function startTracker(torrent: ExtentTorrent, host: string, port: number, intervalMs: number, log: Logger): Promise<{ url: string; close: () => Promise<void> }> {
+/**
+ * An HTTP tracker (bittorrent-tracker's Server) for this torrent only, on
+ * `host`:`port`; without `host` on every interface (like the peer port), so
+ * other machines reach it. The returned URL is the one this seed announces to.
+ */
+async function startTracker(torrent: ExtentTorrent, host: string | undefined, port: number, intervalMs: number, log: Logger): Promise<{ url: string; close: () => Promise<void> }> {
   const server = new Server({
     http: true,
     udp: false,
@@ -36,15 +45,51 @@ async function startTracker(torrent: ExtentTorrent, host: string, port: number, 
   server.on('warning', (err: Error) => log.debug({ err: err.message }, 'tracker warning'))
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new Error(`cannot start the embedded tracker on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : (err.code ?? err.message)}`)),
+      reject(new Error(`cannot start the embedded tracker on ${host ?? 'all interfaces'}, port ${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : (err.code ?? err.message)}`)),
     )
     server.listen(port, host, () => resolve())
   })
   server.on('error', (err: Error) => log.error({ err: err.message }, 'embedded tracker error'))
   const addr = server.http?.address()
   const actual = typeof addr === 'object' && addr ? addr.port : port
-  const shown = host.includes(':') ? `[${host}]` : host
+  // on every interface: announce to it over loopback
+  const local = host === undefined || host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
+  const shown = local.includes(':') ? `[${local}]` : local
   return { url: `http://${shown}:${actual}/announce`, close: () => new Promise((r) => server.close(() => r())) }
+}
+
+/**
+ * Whether one of the torrent's own trackers is this embedded tracker (its
+ * port, at an address of this machine that the tracker listens on): the seed
+ * then announces there only, so the tracker does not hand other machines its
+ * loopback address as a peer.
+ */
+async function namesEmbeddedTracker(trackers: readonly string[], host: string | undefined, port: number): Promise<boolean> {
+  const everywhere = host === undefined || host === '0.0.0.0' || host === '::'
+  const local = new Set(Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address)))
+  for (const t of trackers) {
+    let url: URL
+    try {
+      url = new URL(t)
+    } catch {
+      continue
+    }
+    if (url.protocol !== 'http:' || Number(url.port || 80) !== port) continue
+    const addresses = await lookup(url.hostname.replace(/^\[|\]$/g, ''), { all: true }).catch(() => [])
+    if (addresses.some((a) => (everywhere ? local.has(a.address) : a.address === host))) return true
+  }
+  return false
+}
+
+/** With --force: one loud line on stderr when the source is mounted read-write (or swap), since it is seeded anyway. */
+async function warnChangingSource(source: string): Promise<void> {
+  const info = await targetInfo(source).catch(() => undefined)
+  if (info?.kind !== 'block' || info.devno === undefined) return
+  const users = await changingSourceUsers(info.devno)
+  if (users.length === 0) return
+  process.stderr.write(
+    `blockswarm: WARNING: --force: seeding ${source} although ${users.map(describeUser).join('; ')}: this seed may serve changing data, and peers will ban it for bad pieces (${stableSourceFixes(users)})\n`,
+  )
 }
 
 export function registerSeed(program: Command): void {
@@ -54,19 +99,20 @@ export function registerSeed(program: Command): void {
     .argument('<torrent>', '.torrent file')
     .argument('<source>', 'the device, image file or extents directory the torrent was made from')
   addSwarmOptions(cmd)
-    .option('--tracker-embedded [port]', `run an HTTP tracker in this process (on --bind or 127.0.0.1, default port ${DEFAULT_TRACKER_PORT}) and announce to it`)
+    .option('--tracker-embedded [port]', `run an HTTP tracker in this process (on --bind or all interfaces, default port ${DEFAULT_TRACKER_PORT}) and announce to it`)
     .option('--tracker-interval <seconds>', 'announce interval the embedded tracker asks of clients', '30')
     .option('--force', 'seed from a device mounted read-write (its content may change while seeded)')
     .action(async (torrentPath: string, source: string, flags: SeedFlags) => {
       const torrent = await loadTorrentFile(torrentPath, 'blockswarm seed TORRENT SOURCE')
       const log = makeLogger(flags.logLevel ?? 'info')
+      if (flags.force) await warnChangingSource(source)
       let tracker: Awaited<ReturnType<typeof startTracker>> | undefined
       if (flags.trackerEmbedded !== undefined) {
         const port = flags.trackerEmbedded === true ? DEFAULT_TRACKER_PORT : Number(flags.trackerEmbedded)
         if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--tracker-embedded ${JSON.stringify(flags.trackerEmbedded)} is not a port`)
         const seconds = Number(flags.trackerInterval)
         if (!Number.isFinite(seconds) || seconds < 1) throw new Error(`--tracker-interval ${JSON.stringify(flags.trackerInterval)} must be at least 1 second`)
-        tracker = await startTracker(torrent, flags.bind ?? '127.0.0.1', port, seconds * 1000, log)
+        tracker = await startTracker(torrent, flags.bind, port, seconds * 1000, log)
       }
       let session: Session
       try {
@@ -78,7 +124,7 @@ export function registerSeed(program: Command): void {
       let status: TorrentStatus
       try {
         if (flags.metrics !== undefined) await serveSessionMetrics(session, flags.metrics, log)
-        status = await session.add(torrent, { target: source, seedingMode: true, force: flags.force, trackers: tracker ? [tracker.url] : [] })
+        status = await session.add(torrent, { target: source, seedingMode: true, force: flags.force, trackers: tracker && !(await namesEmbeddedTracker(torrent.trackers, flags.bind, new URL(tracker.url).port ? Number(new URL(tracker.url).port) : 80)) ? [tracker.url] : [] })
       } catch (err) {
         await session.close()
         await tracker?.close()
@@ -89,7 +135,7 @@ export function registerSeed(program: Command): void {
         `  info-hash   ${torrent.infoHash}`,
         `  peer port   ${session.port}${flags.bind ? ` on ${flags.bind}` : ''}`,
       ]
-      if (tracker) lines.push(`  tracker     ${tracker.url} (embedded${flags.bind ? '' : '; loopback only: give --bind ADDR for other machines'})`)
+      if (tracker) lines.push(`  tracker     ${tracker.url} (embedded${flags.bind ? '' : `, listening on all interfaces, port ${new URL(tracker.url).port}`})`)
       for (const t of torrent.trackers) lines.push(`  announce    ${t}`)
       lines.push(`opentracker whitelist line (for Debian's opentracker built with the whitelist):`, torrent.infoHash)
       process.stdout.write(lines.join('\n') + '\n')

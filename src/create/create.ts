@@ -6,6 +6,9 @@
  */
 import { realpath, stat } from 'node:fs/promises'
 import { basename, dirname, resolve } from 'node:path'
+import { describeUser } from '../storage/device-store.js'
+import { changingSourceUsers, stableSourceFixes } from '../storage/source-users.js'
+import { targetInfo } from '../storage/device-size.js'
 import { type ByteRange, extentName } from '../torrent/extents.js'
 import {
   buildTorrent,
@@ -34,6 +37,8 @@ export interface CreateOptions {
   readonly fromPartclone?: string
   /** Also write DIR/NAME/<hex offset>, one file per extent. */
   readonly extentsDir?: string
+  /** Image a block device even while it is mounted read-write (or swap): its content may change while it is read. */
+  readonly force?: boolean
   /** Called once the extents are known, with the number of bytes that will be read (0: none). */
   readonly onStart?: (bytesToRead: number) => void
   readonly onProgress?: (bytesRead: number) => void
@@ -144,6 +149,24 @@ async function planFromPartclone(infoPath: string, source: string | undefined, n
   }
 }
 
+/**
+ * Refuse a block-device source that may change while it is read (mounted
+ * read-write, its partitions or stacked devices included, or swap): the torrent
+ * would match no state of it. With `force`, a note saying so instead.
+ */
+async function checkSourceNotChanging(source: string | undefined, force: boolean | undefined): Promise<string[]> {
+  if (!source) return []
+  const info = await targetInfo(source).catch(() => undefined)
+  if (info?.kind !== 'block' || info.devno === undefined) return []
+  const users = await changingSourceUsers(info.devno)
+  if (users.length === 0) return []
+  const what = `${source} is in use: ${users.map(describeUser).join('; ')}`
+  if (!force) {
+    throw new Error(`${what}; its content may change while it is read, so the torrent would match no state of it (${stableSourceFixes(users)}; or use --force)`)
+  }
+  return [`--force: ${what}; the torrent may not match what is on it, and its seed will then fail the peers' piece checks`]
+}
+
 /** Refuse to write the torrent or extent files over the source. */
 async function checkNotSource(what: string, path: string | undefined, source: string | undefined): Promise<void> {
   if (!path || !source) return
@@ -161,6 +184,7 @@ export async function createTorrent(opts: CreateOptions, outputPath?: string): P
   if (!opts.source && !opts.fromPartclone) throw new Error('no source given (a block device, partition or image file)')
   await checkNotSource('output', outputPath, opts.source)
   await checkNotSource('--extents-dir', opts.extentsDir, opts.source)
+  const forceNotes = await checkSourceNotChanging(opts.source, opts.force)
   const started = performance.now()
 
   const plan = opts.fromPartclone
@@ -215,7 +239,7 @@ export async function createTorrent(opts: CreateOptions, outputPath?: string): P
     seconds: (performance.now() - started) / 1000,
     hashesFrom: plan.data === null ? 'partclone' : 'source',
     extentsDir,
-    notes: plan.notes,
+    notes: [...forceNotes, ...plan.notes],
   }
 }
 

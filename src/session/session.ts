@@ -12,8 +12,7 @@ import { EventEmitter } from 'node:events'
 import { realpath } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import pino, { type Logger } from 'pino'
-import { openStore } from '../storage/store.js'
-import { TargetIdentity } from '../storage/target-identity.js'
+import { openStore, type OpenStoreOptions } from '../storage/store.js'
 import type { PieceStore } from '../storage/types.js'
 import { type ExtentTorrent, isInfoHash, parseTorrent } from '../torrent/metainfo.js'
 import { makePeerId } from '../swarm/client-name.js'
@@ -57,6 +56,9 @@ export function defaultHashThreads(): number {
   return availableParallelism() > 1 ? 1 : 0
 }
 
+/** How a torrent's target becomes the PieceStore it is written to or seeded from. */
+export type StoreOpener = (torrent: ExtentTorrent, target: string, opts: OpenStoreOptions) => Promise<PieceStore>
+
 export interface SessionOptions {
   /** BitTorrent listen port (default 6881; 0: any free port). */
   readonly port?: number
@@ -82,6 +84,14 @@ export interface SessionOptions {
   readonly allowPeers?: readonly string[]
   /** Milliseconds without a requested block before a peer counts as snubbing us (default 30 000; twice in a row: disconnected). */
   readonly requestTimeout?: number
+  /**
+   * The store under every torrent (libtorrent's disk interface idea). Default:
+   * storage's openStore (block devices, image files, extents directories;
+   * locked, checked, and for writing the target's identity watched). Another
+   * opener, e.g. one of MemoryStores, runs the whole engine on other storage;
+   * a store with verifyTarget has it called while the torrent is written.
+   */
+  readonly openStore?: StoreOpener
   readonly log?: Logger
 }
 
@@ -295,18 +305,8 @@ export class Session extends EventEmitter {
     this.adding.add(t.infoHash)
     this.adding.add(realTarget)
     let store: PieceStore
-    /** What the target is now, to notice it deleted, replaced or shrunk while it is written. */
-    let identity: TargetIdentity | undefined
     try {
-      store = await openStore(t, opts.target, { mode: opts.seedingMode ? 'read' : 'write', force: opts.force })
-      if (!opts.seedingMode) {
-        try {
-          identity = await TargetIdentity.of(opts.target)
-        } catch (err) {
-          await store.close()
-          throw err
-        }
-      }
+      store = await (this.opts.openStore ?? openStore)(t, opts.target, { mode: opts.seedingMode ? 'read' : 'write', force: opts.force })
     } catch (err) {
       throw new SessionError('FAILED_PRECONDITION', `torrent ${t.name}: ${(err as Error).message}`)
     } finally {
@@ -332,7 +332,8 @@ export class Session extends EventEmitter {
         peers,
         trackers: [...new Set([...t.trackers, ...(opts.trackers ?? [])])],
         policy: ownPolicy ? { seedRatio, seedIdle } : this.defaultPolicy,
-        verifyTarget: identity && (() => identity.check()),
+        // the target deleted, replaced or shrunk while it is written (openStore's stores watch that)
+        verifyTarget: store.verifyTarget?.bind(store),
       },
       {
         peerId: this.peerId,

@@ -1,5 +1,5 @@
 /**
- * A PieceStore on one target: a block device or an image file. Piece i's bytes
+ * The store backend of one target: a block device or an image file. Piece i's bytes
  * go to the disk offsets the piece map gives, by positioned writes through the
  * page cache; flush() is fdatasync and is where writeback errors surface.
  *
@@ -26,8 +26,10 @@ import { mapPieceRange, pieceSize, type PieceLayout } from '../torrent/piece-map
 import type { TargetInfo } from './device-size.js'
 import { type DeviceUser, deviceUsers } from './device-usage.js'
 import { describeErrno, readFully, writeFully } from './positioned-io.js'
+import { stableSourceFixes } from './source-users.js'
 import { otherOpeners } from './target-lock.js'
-import { type PieceStore, StorageError, TargetRefused } from './types.js'
+import type { StoreBackend } from './guarded-store.js'
+import { StorageError, TargetRefused } from './types.js'
 import { zeroRanges } from './zero-gaps.js'
 
 export interface DeviceStoreOptions {
@@ -49,7 +51,7 @@ function checkExtentsFit(torrent: ExtentTorrent, path: string, size: number, kin
   throw new TargetRefused(`extent ${hex(e.offset)}+${e.length} ends past ${path} (size ${size})${hint}`, path, 'too-small')
 }
 
-function describeUser(u: DeviceUser): string {
+export function describeUser(u: DeviceUser): string {
   const what = u.relation === 'itself' ? u.device : `${u.device} (${u.relation === 'partition' ? 'a partition' : 'a device stacked on it'})`
   if (u.kind === 'swap') return `${what} is in use as swap`
   return `${what} is mounted ${u.readOnly ? 'read-only' : 'read-write'} on ${u.where}${u.root ? ' (the running root filesystem)' : ''}`
@@ -65,8 +67,9 @@ async function checkUsers(info: TargetInfo, opts: DeviceStoreOptions): Promise<v
   const users = await deviceUsers(info.devno)
   const blocking = users.filter((u) => opts.mode === 'write' || u.root || !u.readOnly)
   if (blocking.length === 0) return
-  const why = opts.mode === 'write' ? 'writing to it would corrupt what is mounted' : 'its content may change while it is seeded'
-  throw new TargetRefused(`${info.path} is in use: ${blocking.map(describeUser).join('; ')}; ${why} (unmount it, or use --force)`, info.path, 'in-use')
+  const fixes = stableSourceFixes(blocking.filter((u) => !u.readOnly))
+  const why = opts.mode === 'write' ? 'writing to it would corrupt what is mounted (unmount it, or use --force)' : `its content may change while it is seeded (${fixes ? `${fixes}; ` : ''}or use --force)`
+  throw new TargetRefused(`${info.path} is in use: ${blocking.map(describeUser).join('; ')}; ${why}`, info.path, 'in-use')
 }
 
 async function readOnlyFlag(devno: string): Promise<boolean> {
@@ -103,8 +106,8 @@ async function openTarget(info: TargetInfo, opts: DeviceStoreOptions): Promise<F
   }
 }
 
-/** Open a block device or image file as a PieceStore, after every check that can refuse it. */
-export async function openDeviceStore(torrent: ExtentTorrent, info: TargetInfo, opts: DeviceStoreOptions): Promise<PieceStore> {
+/** Open a block device or image file as a store backend (store.ts puts the guard around it), after every check that can refuse it. */
+export async function openDeviceStore(torrent: ExtentTorrent, info: TargetInfo, opts: DeviceStoreOptions): Promise<StoreBackend> {
   if (info.kind === 'directory') throw new Error('openDeviceStore: a directory is not a device target')
   checkExtentsFit(torrent, info.path, info.size, info.kind)
   if (info.kind === 'block' && info.devno !== undefined && opts.mode === 'write' && (await readOnlyFlag(info.devno))) {
@@ -112,17 +115,18 @@ export async function openDeviceStore(torrent: ExtentTorrent, info: TargetInfo, 
   }
   if (info.kind === 'block') await checkUsers(info, opts)
   const fh = await openTarget(info, opts)
-  return new DeviceStore(torrent, info.path, info.kind, info.size, opts.mode, fh)
+  return new DeviceStore(torrent, info.path, info.kind, info.size, fh)
 }
 
-class DeviceStore implements PieceStore {
+/** Its own I/O only: ranges, lengths, mode, use after close and the failure latch are the guard's (guarded-store.ts). */
+class DeviceStore implements StoreBackend {
   readonly layout: PieceLayout
   /** Pieces written since the last successful flush, and the disk range they cover. */
   private pending = new Set<number>()
   private pendingLow = Infinity
   private pendingHigh = 0
-  /** The first writeback failure: once set, nothing written can be trusted, so finish() keeps failing. */
-  private failure: StorageError | undefined
+  /** The first failed writeback, also one of a background flush that no caller saw (the guard latches it from `failure`). */
+  private flushFailure: StorageError | undefined
   private closing: Promise<void> | undefined
   /** Bytes written since the last background flush started, and that flush while it runs. */
   private unflushed = 0
@@ -133,16 +137,16 @@ class DeviceStore implements PieceStore {
     readonly target: string,
     private readonly kind: 'block' | 'file',
     private readonly size: number,
-    private readonly mode: 'read' | 'write',
     private readonly fh: FileHandle,
   ) {
     this.layout = torrent.layout
   }
 
+  get failure(): StorageError | undefined {
+    return this.flushFailure
+  }
+
   async read(index: number, offset: number, length: number, into?: Buffer): Promise<Buffer> {
-    this.checkOpen()
-    // After a failed write the page cache may hold bytes that never reached the target: serve nothing.
-    if (this.failure) throw this.failure
     const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length)
     for (const s of mapPieceRange(this.layout, index, offset, length)) {
       await readFully(this.fh, out.subarray(s.bufferOffset, s.bufferOffset + s.length), s.diskOffset, this.target)
@@ -151,16 +155,10 @@ class DeviceStore implements PieceStore {
   }
 
   async writePiece(index: number, data: Buffer): Promise<void> {
-    this.checkWritable()
     const size = pieceSize(this.layout, index)
-    if (data.length !== size) throw new RangeError(`piece ${index} is ${size} bytes, got ${data.length}`)
     for (const s of mapPieceRange(this.layout, index, 0, size)) {
       try {
         await writeFully(this.fh, data.subarray(s.bufferOffset, s.bufferOffset + s.length), s.diskOffset, this.target)
-      } catch (err) {
-        // The target failed a write: nothing may report this deploy done.
-        this.failure ??= err as StorageError
-        throw err
       } finally {
         // after the write: a flush that started during it may have missed it
         this.pending.add(index)
@@ -171,7 +169,7 @@ class DeviceStore implements PieceStore {
     this.unflushed += size
     if (this.unflushed >= WRITE_BEHIND && !this.behind) {
       this.unflushed = 0
-      // a failure is latched (this.failure) and fails the next write or finish()
+      // a failure is kept (flushFailure): the guard fails the next call with it
       this.behind = this.flush()
         .catch(() => undefined)
         .finally(() => (this.behind = undefined))
@@ -179,8 +177,6 @@ class DeviceStore implements PieceStore {
   }
 
   async flush(): Promise<void> {
-    if (this.mode === 'read') return
-    this.checkWritable()
     const pieces = [...this.pending].sort((a, b) => a - b)
     const [low, high] = [this.pendingLow, this.pendingHigh]
     this.pending = new Set()
@@ -191,13 +187,13 @@ class DeviceStore implements PieceStore {
     } catch (err) {
       const { code, text } = describeErrno(err)
       const range = pieces.length > 0 ? `; data written since the last flush may be lost: ${pieces.length} piece(s) (${pieceList(pieces)}) between offsets ${hex(low)} and ${hex(high)}` : ''
-      this.failure = new StorageError(`writeback to ${this.target} failed: ${text}${range}`, this.target, pieces.length > 0 ? low : undefined, code, pieces)
-      throw this.failure
+      const failure = new StorageError(`writeback to ${this.target} failed: ${text}${range}`, this.target, pieces.length > 0 ? low : undefined, code, pieces)
+      this.flushFailure ??= failure
+      throw failure
     }
   }
 
   async finish(): Promise<void> {
-    if (this.mode === 'read') return
     await this.flush()
     if (this.torrent.meta.gaps === 'zero') {
       const limit = Math.min(this.size, this.torrent.meta.targetSize ?? this.size)
@@ -209,16 +205,6 @@ class DeviceStore implements PieceStore {
   close(): Promise<void> {
     this.closing ??= (this.behind ?? Promise.resolve()).then(() => this.fh.close())
     return this.closing
-  }
-
-  private checkOpen(): void {
-    if (this.closing) throw new StorageError(`${this.target} is closed`, this.target)
-  }
-
-  private checkWritable(): void {
-    this.checkOpen()
-    if (this.mode === 'read') throw new StorageError(`${this.target} was opened for reading (seeding), not writing`, this.target)
-    if (this.failure) throw this.failure
   }
 }
 

@@ -1,5 +1,5 @@
 /**
- * A PieceStore on a directory of extent files, the layout standard clients
+ * The store backend of a directory of extent files, the layout standard clients
  * and partclone use: one file per extent, named exactly as the torrent's file
  * entry (its hex offset). Two layouts are recognised:
  * - nested: DIR/<torrent name>/<offset>, what a standard client makes of the torrent;
@@ -14,7 +14,8 @@ import type { ExtentTorrent } from '../torrent/metainfo.js'
 import { mapPieceRange, pieceSize, type PieceLayout } from '../torrent/piece-map.js'
 import { HandlePool } from './handle-pool.js'
 import { describeErrno, readFully, writeFully } from './positioned-io.js'
-import { type PieceStore, StorageError, TargetRefused } from './types.js'
+import type { StoreBackend } from './guarded-store.js'
+import { StorageError, TargetRefused } from './types.js'
 
 export type DirLayout = 'nested' | 'flat'
 
@@ -99,8 +100,8 @@ async function prepareFiles(dir: string, paths: readonly string[], extents: read
   })
 }
 
-/** Open a directory of extent files as a PieceStore. */
-export async function openDirStore(torrent: ExtentTorrent, dir: string, mode: 'read' | 'write'): Promise<PieceStore> {
+/** Open a directory of extent files as a store backend (store.ts puts the guard around it). */
+export async function openDirStore(torrent: ExtentTorrent, dir: string, mode: 'read' | 'write'): Promise<StoreBackend> {
   const layout = await detectLayout(torrent, dir, mode)
   const base = layout === 'nested' ? extentFilePath(dir, torrent.name) : resolve(dir)
   const paths = torrent.extents.map((e) => extentFilePath(base, e.name))
@@ -113,11 +114,13 @@ export async function openDirStore(torrent: ExtentTorrent, dir: string, mode: 'r
   return new DirStore(torrent.layout, dir, paths, mode)
 }
 
-class DirStore implements PieceStore {
+/** Its own I/O only: ranges, lengths, mode, use after close and the failure latch are the guard's (guarded-store.ts). */
+class DirStore implements StoreBackend {
   private readonly pool: HandlePool
   /** Extents written since their file was last synced. */
   private readonly dirty = new Set<number>()
-  private failure: StorageError | undefined
+  /** The first failed sync, also one of a handle the pool retired during a read or write (the guard latches it from `failure`). */
+  private syncFailure: StorageError | undefined
   private closing: Promise<void> | undefined
 
   constructor(
@@ -139,10 +142,11 @@ class DirStore implements PieceStore {
     }
   }
 
+  get failure(): StorageError | undefined {
+    return this.syncFailure
+  }
+
   async read(index: number, offset: number, length: number, into?: Buffer): Promise<Buffer> {
-    this.checkOpen()
-    // After a failed write the page cache may hold bytes that never reached the target: serve nothing.
-    if (this.failure) throw this.failure
     const out = into ? into.subarray(0, length) : Buffer.allocUnsafe(length)
     for (const s of mapPieceRange(this.layout, index, offset, length)) {
       const at = s.diskOffset - this.layout.extents[s.extent].offset
@@ -153,30 +157,20 @@ class DirStore implements PieceStore {
   }
 
   async writePiece(index: number, data: Buffer): Promise<void> {
-    this.checkWritable()
     const size = pieceSize(this.layout, index)
-    if (data.length !== size) throw new RangeError(`piece ${index} is ${size} bytes, got ${data.length}`)
     for (const s of mapPieceRange(this.layout, index, 0, size)) {
       const at = s.diskOffset - this.layout.extents[s.extent].offset
       this.dirty.add(s.extent)
-      try {
-        await this.pool.use(s.extent, (fh) => writeFully(fh, data.subarray(s.bufferOffset, s.bufferOffset + s.length), at, this.paths[s.extent]))
-      } catch (err) {
-        // The target failed a write: nothing may report this deploy done.
-        this.failure ??= err as StorageError
-        throw err
-      }
+      await this.pool.use(s.extent, (fh) => writeFully(fh, data.subarray(s.bufferOffset, s.bufferOffset + s.length), at, this.paths[s.extent]))
     }
   }
 
   async flush(): Promise<void> {
-    if (this.mode === 'read') return
-    this.checkWritable()
     for (const i of [...this.dirty]) {
       this.dirty.delete(i)
       await this.pool.use(i, (fh) => this.sync(i, fh))
     }
-    if (this.failure) throw this.failure
+    if (this.syncFailure) throw this.syncFailure
   }
 
   finish(): Promise<void> {
@@ -199,17 +193,7 @@ class DirStore implements PieceStore {
       await fh.datasync()
     } catch (err) {
       const { code, text } = describeErrno(err)
-      this.failure ??= new StorageError(`writeback to ${this.paths[i]} failed: ${text}`, this.paths[i], undefined, code)
+      this.syncFailure ??= new StorageError(`writeback to ${this.paths[i]} failed: ${text}`, this.paths[i], undefined, code)
     }
-  }
-
-  private checkOpen(): void {
-    if (this.closing) throw new StorageError(`${this.target} is closed`, this.target)
-  }
-
-  private checkWritable(): void {
-    this.checkOpen()
-    if (this.mode === 'read') throw new StorageError(`${this.target} was opened for reading (seeding), not writing`, this.target)
-    if (this.failure) throw this.failure
   }
 }

@@ -3,14 +3,19 @@
  * or a directory of extent files. Every refusal (missing, too small,
  * read-only, mounted, locked by another blockswarm store) happens here,
  * before a byte is written. The target lock (target-lock.ts) is taken first
- * and held until the store is closed.
+ * and held until the store is closed. Every store returned is the backend
+ * for its kind of target inside the one guard (guarded-store.ts); a store
+ * opened for writing also checks, on verifyTarget(), that the path still
+ * names what was opened (target-identity.ts).
  */
 import { stat } from 'node:fs/promises'
 import type { ExtentTorrent } from '../torrent/metainfo.js'
 import { targetInfo } from './device-size.js'
 import { openDeviceStore } from './device-store.js'
 import { openDirStore } from './dir-store.js'
+import { GuardedStore } from './guarded-store.js'
 import { describeErrno } from './positioned-io.js'
+import { TargetIdentity } from './target-identity.js'
 import { lockTarget, type TargetLock } from './target-lock.js'
 import { type PieceStore, TargetRefused } from './types.js'
 
@@ -49,46 +54,19 @@ export async function openStore(torrent: ExtentTorrent, target: string, opts: Op
     throw err
   }
   try {
-    const store = info.kind === 'directory' ? await openDirStore(torrent, target, opts.mode) : await openDeviceStore(torrent, info, opts)
-    return new LockedStore(store, lock)
+    const backend = info.kind === 'directory' ? await openDirStore(torrent, target, opts.mode) : await openDeviceStore(torrent, info, opts)
+    // what the target is now, to notice it deleted, replaced or shrunk while it is written
+    const identity =
+      opts.mode === 'write'
+        ? await TargetIdentity.of(target).catch(async (err: unknown) => {
+            await backend.close()
+            throw err
+          })
+        : undefined
+    // one guard for every backend; the lock is released once the store is closed
+    return new GuardedStore(backend, { mode: opts.mode, onClose: () => lock.release(), verifyTarget: identity && (() => identity.check()) })
   } catch (err) {
     await lock.release()
     throw err
-  }
-}
-
-/** A store and its target lock: the lock is released once the store is closed. */
-class LockedStore implements PieceStore {
-  readonly target: string
-  readonly layout: PieceStore['layout']
-  private closing: Promise<void> | undefined
-
-  constructor(
-    private readonly store: PieceStore,
-    private readonly lock: TargetLock,
-  ) {
-    this.target = store.target
-    this.layout = store.layout
-  }
-
-  read(index: number, offset: number, length: number, into?: Buffer): Promise<Buffer> {
-    return this.store.read(index, offset, length, into)
-  }
-
-  writePiece(index: number, data: Buffer): Promise<void> {
-    return this.store.writePiece(index, data)
-  }
-
-  finish(): Promise<void> {
-    return this.store.finish()
-  }
-
-  flush(): Promise<void> {
-    return this.store.flush()
-  }
-
-  close(): Promise<void> {
-    this.closing ??= this.store.close().finally(() => this.lock.release())
-    return this.closing
   }
 }

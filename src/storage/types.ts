@@ -22,6 +22,12 @@ export interface PieceStore {
   /** Flush (fdatasync) what has been written so far. */
   flush(): Promise<void>
   close(): Promise<void>
+  /**
+   * Reject with a StorageError when the target is no longer what was opened
+   * (deleted, replaced, shrunk). openStore's stores opened for writing have
+   * it; a store without it (a memory target) has nothing to check.
+   */
+  verifyTarget?(): Promise<void>
 }
 
 /** An I/O failure on a target, naming the device, the offset and the errno. */

@@ -48,7 +48,8 @@ declare module 'bittorrent-tracker' {
       filter?: (infoHash: string, params: unknown, cb: (err?: Error | null) => void) => void
     })
     http: import('node:http').Server | null
-    listen(port: number, hostname: string, onListening?: () => void): void
+    /** hostname undefined: every interface (like net.Server). */
+    listen(port: number, hostname: string | undefined, onListening?: () => void): void
     close(cb?: () => void): void
   }
 }
