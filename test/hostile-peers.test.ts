@@ -389,6 +389,34 @@ describe('hostile peers against a deploying Session', () => {
     expect(await wrongExtents(f, target)).toEqual([])
   })
 
+  it('progress counts each block as it arrives, and the blocks of a piece that fails its hash check count 0 again', async () => {
+    const f = await fixture()
+    const { session, target } = await startLeecher(f)
+    const hash = f.torrent.infoHash
+    const h = await hostileTo(session.port, f)
+    await offerAll(h, f)
+    await until('16 requests', () => h.received.filter((m) => m.id === MSG.request).length >= 16)
+    const asked = h.received.filter((m) => m.id === MSG.request).map(blockRef).slice(0, 16)
+    const piece = asked[0].index
+    expect(asked.every((r) => r.index === piece)).toBe(true)
+    const good = (r: { index: number; begin: number; length: number }) => f.stream.subarray(r.index * PIECE + r.begin, r.index * PIECE + r.begin + r.length)
+    // each block received counts at once, while the piece is still unverified
+    for (const [i, r] of asked.slice(0, 8).entries()) {
+      await h.piece(r.index, r.begin, good(r))
+      const s = await waitStatus(session, hash, (t) => t.totalDone === (i + 1) * BLOCK, `block ${i + 1} counted`)
+      expect(s).toMatchObject({ piecesDone: 0, progress: ((i + 1) * BLOCK) / f.torrent.totalLength })
+    }
+    // the rest of the piece, its last block corrupt: it fails, and nothing of it counts any more
+    for (const [i, r] of asked.slice(8).entries()) await h.piece(r.index, r.begin, i === 7 ? pseudoRandom(r.length, 9) : good(r))
+    const failed = await waitStatus(session, hash, (t) => t.hashFailures === 1, 'the hash failure')
+    expect(failed).toMatchObject({ totalDone: 0, progress: 0, piecesDone: 0 })
+    await h.waitClosed('the banned sole sender')
+
+    const done = await finishWithGoodSeeder(f, session)
+    expect(done).toMatchObject({ totalDone: f.torrent.totalLength, progress: 1, piecesDone: f.torrent.pieceCount })
+    expect(await wrongExtents(f, target)).toEqual([])
+  })
+
   it('a 100 MiB length prefix and a stream of data behind it: cut off at the prefix; live memory stays within --memory plus 16 MiB', async () => {
     const f = await fixture()
     const memory = 4 * MiB

@@ -5,13 +5,16 @@
  * pino JSON lines on stderr; SIGTERM and SIGINT (or a Shutdown call) close
  * the session gracefully: peers closed, targets flushed.
  *
+ * It accepts the EZIO daemon's command line too (ezio-options.ts), and is
+ * what the program runs when invoked under the name `ezio` (main.ts).
+ *
  * With --exit-when-done it also stops by itself once every torrent is done
  * by its done policy (or failed), and then runs the then-action (--then,
  * --then-command) for the torrents it had. Exit codes as for deploy: 0; 1 a
  * torrent failed or the session did not close cleanly; 3 the then-action
  * failed.
  */
-import type { Command } from 'commander'
+import { Command } from 'commander'
 import { startControlServer } from '../control/server.js'
 import { serveSessionMetrics } from '../metrics/metrics-server.js'
 import { deploySucceeded } from '../session/outcome.js'
@@ -22,10 +25,12 @@ import { loadTorrentFile } from './torrent-file.js'
 import { addSwarmOptions, addThenOptions, collect, makeLogger, optionalNumber, sessionOptions, type SwarmFlags, thenActionOf } from './options.js'
 import { addControlSecurityOptions, type ControlSecurityFlags, controlSecurityFrom } from './security-options.js'
 import { onStopSignal } from './shutdown.js'
+import { addEzioOptions, type EzioFlags, fileModeOpener, foldEzioFlags } from './ezio-options.js'
+import { VERSION } from '../version.js'
 
 export const DEFAULT_CONTROL_ADDRESS = '127.0.0.1:50051'
 
-interface DaemonFlags extends SwarmFlags, ControlSecurityFlags, ThenChoice {
+interface DaemonFlags extends SwarmFlags, ControlSecurityFlags, ThenChoice, EzioFlags {
   exitWhenDone?: boolean
   listen: string[]
   add: string[]
@@ -54,10 +59,15 @@ export function splitPair(text: string, flag: string): { torrent: string; path: 
 }
 
 export function registerDaemon(program: Command): void {
-  const cmd = program
-    .command('daemon')
-    .description('run a long-lived swarm session for any number of torrents, each with its own target')
-    .option('--listen <addr>', `control (gRPC) address, host:port or unix:/path (repeatable; default ${DEFAULT_CONTROL_ADDRESS})`, collect, [])
+  program.addCommand(daemonCommand('daemon').copyInheritedSettings(program))
+}
+
+/** The daemon as a command of this name: `daemon` under blockswarm, or the whole program when run as `ezio`. */
+export function daemonCommand(name: string): Command {
+  const cmd = new Command(name)
+    .description('run a long-lived swarm session for any number of torrents, each with its own target (accepts the EZIO daemon\'s command line too)')
+    .option('-l, --listen <addr>', `control (gRPC) address, host:port or unix:/path (repeatable; default ${DEFAULT_CONTROL_ADDRESS})`, collect, [])
+  addEzioOptions(cmd)
   addControlSecurityOptions(cmd)
   addSwarmOptions(cmd)
     .option('--add <torrent=target>', 'deploy a torrent onto a target: check it, download what is missing, then seed (repeatable)', collect, [])
@@ -69,6 +79,12 @@ export function registerDaemon(program: Command): void {
     .option('--exit-when-done', 'exit once every torrent is done by its done policy (or failed); needs a done policy (flags or SetDonePolicy)')
   addThenOptions(cmd, 'when the daemon exits by --exit-when-done (not on SIGTERM or Shutdown)')
     .action(async (flags: DaemonFlags) => {
+      if (flags.version) {
+        // the same line as `blockswarm --version` (which also answers `blockswarm daemon --version`)
+        process.stdout.write(`${VERSION}\n`)
+        return
+      }
+      foldEzioFlags(flags, (option) => cmd.getOptionValueSource(option) === 'cli')
       const then = thenActionOf(flags)
       if (then.kind !== 'exit' && !flags.exitWhenDone) {
         throw new Error(`${then.kind === 'command' ? '--then-command' : `--then ${then.kind}`} runs when the daemon exits by itself: add --exit-when-done`)
@@ -84,7 +100,7 @@ export function registerDaemon(program: Command): void {
       const listen = flags.listen.length > 0 ? flags.listen : [DEFAULT_CONTROL_ADDRESS]
       const security = controlSecurityFrom(flags)
       const log = makeLogger(flags.logLevel ?? 'info')
-      const options = { ...sessionOptions(flags, log), donePolicy: { seedRatio, seedIdle } }
+      const options = { ...sessionOptions(flags, log), donePolicy: { seedRatio, seedIdle }, openStore: flags.file ? fileModeOpener : undefined }
       const session = await Session.start(options)
       let metrics
       try {
@@ -190,4 +206,5 @@ export function registerDaemon(program: Command): void {
       log.info({ code }, 'daemon stopped')
       process.exitCode = code
     })
+  return cmd
 }

@@ -83,9 +83,10 @@ function progressReporter(tty: boolean, intervalMs: number) {
       update(s: TorrentStatus) {
         const fields = { name: s.name, state: s.state, down: formatRate(s.downloadRate), up: formatRate(s.uploadRate), peers: s.peers, timeLeft: formatDuration(etaSeconds(s)) }
         if (!started) {
-          bar.start(s.pieceCount, s.piecesDone, fields)
+          // bytes, not pieces: the bar moves with every block received (TorrentStatus.totalDone)
+          bar.start(Math.max(s.total, 1), s.totalDone, fields)
           started = true
-        } else bar.update(s.piecesDone, fields)
+        } else bar.update(s.totalDone, fields)
       },
       stop: () => started && bar.stop(),
     }

@@ -3,7 +3,13 @@
  * own modules. Only the module of the command being run is loaded (every one
  * of them for --help or an unknown command, none for --version): loading them all costs ~0.4 s
  * and ~40 MiB of memory that a deploy or a seeder would carry to the end.
+ *
+ * Run under the name `ezio` (a symlink to bin/blockswarm.js), the program is
+ * the daemon with the EZIO daemon's command line: `ezio -l ADDR -p N -F …` is
+ * `blockswarm daemon -l ADDR -p N -F …`, so an installation swaps binaries
+ * without touching its scripts.
  */
+import { basename } from 'node:path'
 import { Command, CommanderError } from 'commander'
 import { VERSION } from '../version.js'
 
@@ -22,7 +28,15 @@ const MODULES: { readonly commands: readonly string[]; readonly load: () => Prom
   { commands: ['deploy'], load: async () => (await import('./deploy.js')).registerDeploy },
 ]
 
+/** The name the program was run under (a symlink's own name). */
+const invokedAs = basename(process.argv[1] ?? 'blockswarm')
+
 async function main(argv: string[]): Promise<void> {
+  if (invokedAs === 'ezio') {
+    const ezio = (await import('./daemon.js')).daemonCommand('ezio').showHelpAfterError()
+    await ezio.parseAsync(argv)
+    return
+  }
   const program = new Command('blockswarm')
     .description('BitTorrent-based peer-to-peer disk imaging: put one image on many machines at once')
     .version(VERSION)
@@ -42,6 +56,6 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 
 main(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode)
-  process.stderr.write(`blockswarm: ${(err as Error).message}\n`)
+  process.stderr.write(`${invokedAs === 'ezio' ? 'ezio' : 'blockswarm'}: ${(err as Error).message}\n`)
   process.exit(1)
 })

@@ -8,6 +8,7 @@ import pino, { type Logger } from 'pino'
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UPLOADS, DEFAULT_PORT, type SessionOptions } from '../session/session.js'
 import { addressKey, parsePeerAddress } from '../swarm/peer-dialer.js'
 import { ipBytes, PeerFilter } from '../swarm/peer-filter.js'
+import { LSD_GROUP, LSD_PORT } from '../services/local-discovery.js'
 import { DEFAULT_SLOW_START } from '../services/slow-start.js'
 import { checkThenTools, THEN_KINDS, type ThenAction, thenActionFrom, type ThenChoice } from './then-action.js'
 import { parseSize } from '../util/size.js'
@@ -28,6 +29,7 @@ export interface SwarmFlags {
   requestTimeout: string
   logLevel?: string
   metrics?: string
+  lsd?: boolean
 }
 
 /** Collect a repeatable option's values. */
@@ -38,7 +40,7 @@ export function collect(value: string, previous: string[]): string[] {
 /** Add the shared swarm flags to a command. */
 export function addSwarmOptions(cmd: Command): Command {
   return cmd
-    .option('--port <n>', 'BitTorrent listen port (0: any free port)', String(DEFAULT_PORT))
+    .option('-p, --port <n>', 'BitTorrent listen port (0: any free port)', String(DEFAULT_PORT))
     .option('--bind <addr>', 'local address to listen on and connect from (default: all)')
     .option('--peer <host:port>', 'a peer to connect to, for networks without a tracker (repeatable)', collect, [])
     .option('--memory <size>', 'memory for in-flight pieces and the upload cache', '64M')
@@ -53,6 +55,7 @@ export function addSwarmOptions(cmd: Command): Command {
     .option('--request-timeout <seconds>', 'seconds without a requested block before a peer is snubbed (its requests go elsewhere); twice in a row: disconnected', '30')
     .addOption(new Option('--log-level <level>', 'log level (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9100)')
+    .option('--lsd', `find peers on the LAN by Local Service Discovery (BEP 14: multicast to ${LSD_GROUP}:${LSD_PORT}, TTL 1); off by default`)
 }
 
 /** Add the then-action flags; `when` says when the action runs for this command. */
@@ -146,6 +149,7 @@ export function sessionOptions(flags: SwarmFlags, log: Logger): SessionOptions {
         }
       : undefined,
     hashThreads: flags.hashThreads === undefined ? undefined : wholeNumber(flags.hashThreads, '--hash-threads', 0, 64),
+    lsd: !!flags.lsd,
     log,
   }
 }

@@ -58,7 +58,7 @@ export function sessionRegistry(session: Session): Registry {
   gauge('blockswarm_torrent_pieces_done', 'Pieces verified and written to the target', (s) => s.piecesDone)
   gauge('blockswarm_torrent_pieces', 'Pieces in the torrent', (s) => s.pieceCount)
   gauge('blockswarm_torrent_size_bytes', 'Bytes the torrent covers', (s) => s.total)
-  gauge('blockswarm_torrent_progress_ratio', 'Verified bytes / size, 0..1', (s) => s.progress)
+  gauge('blockswarm_torrent_progress_ratio', 'Bytes done (verified pieces + received blocks of pieces in flight) / size, 0..1', (s) => s.progress)
   gauge('blockswarm_torrent_complete', '1 once the whole torrent is on the target (verified, gaps zeroed, flushed, re-checked): safe to reboot', (s) => (s.complete ? 1 : 0))
   gauge('blockswarm_torrent_done', '1 once the done policy was met (the torrent stopped seeding)', (s) => (s.done ? 1 : 0))
   new Gauge({

@@ -18,6 +18,7 @@ import { type ExtentTorrent, isInfoHash, parseTorrent } from '../torrent/metainf
 import { makePeerId } from '../swarm/client-name.js'
 import type { DonePolicy } from '../swarm/done-policy.js'
 import { Listener } from '../services/listener.js'
+import { LocalDiscovery } from '../services/local-discovery.js'
 import { MemoryBudget } from '../services/memory-budget.js'
 import { addressKey, type PeerAddress, parsePeerAddress } from '../swarm/peer-dialer.js'
 import { ipBytes, PeerFilter } from '../swarm/peer-filter.js'
@@ -84,6 +85,8 @@ export interface SessionOptions {
   readonly allowPeers?: readonly string[]
   /** Milliseconds without a requested block before a peer counts as snubbing us (default 30 000; twice in a row: disconnected). */
   readonly requestTimeout?: number
+  /** Find peers on the LAN by Local Service Discovery (BEP 14 multicast; default off). */
+  readonly lsd?: boolean
   /**
    * The store under every torrent (libtorrent's disk interface idea). Default:
    * storage's openStore (block devices, image files, extents directories;
@@ -168,6 +171,7 @@ export class Session extends EventEmitter {
   private readonly timer: NodeJS.Timeout
   private rampStart?: number
   private defaultPolicy: DonePolicy
+  private discovery?: LocalDiscovery
 
   private constructor(
     private readonly opts: SessionOptions,
@@ -210,6 +214,7 @@ export class Session extends EventEmitter {
     const staticPeers = peerList(opts.peers, 'session peers', allowPeers)
     const slowStart = opts.slowStart ? { ...DEFAULT_SLOW_START, ...(opts.slowStart === true ? {} : opts.slowStart) } : undefined
     const cache = Math.min(READ_CACHE_MAX, Math.floor(memory / 4))
+    const hashThreads = opts.hashThreads ?? defaultHashThreads()
 
     const peerId = makePeerId()
     let session: Session | undefined
@@ -229,14 +234,32 @@ export class Session extends EventEmitter {
       peerId,
       new MemoryBudget(memory - cache),
       new TokenBucket(opts.uploadRate ?? 0),
-      new PieceVerifier(opts.hashThreads ?? defaultHashThreads()),
+      new PieceVerifier(hashThreads),
       new ReadCache(cache),
       log,
       staticPeers,
       slowStart,
       allowPeers,
     )
-    log.info({ port: listener.port, bind: opts.bind ?? null, memory, peerId: peerId.toString('latin1', 0, 8), allowPeers: String(allowPeers) }, 'session started')
+    if (opts.lsd) {
+      const s = session
+      try {
+        s.discovery = await LocalDiscovery.start({
+          port: () => listener.port,
+          bind: opts.bind,
+          torrents: () => [...s.torrents.values()].filter((e) => e.swarm.accepting).map((e) => e.swarm.infoHash),
+          onPeer: (infoHash, peer) => s.torrents.get(infoHash)?.swarm.discovered(peer),
+          log,
+        })
+      } catch (err) {
+        await s.close()
+        throw err
+      }
+    }
+    log.info(
+      { port: listener.port, bind: opts.bind ?? null, memory, peerId: peerId.toString('latin1', 0, 8), allowPeers: String(allowPeers), hashThreads, lsd: !!opts.lsd },
+      'session started',
+    )
     return session
   }
 
@@ -331,6 +354,7 @@ export class Session extends EventEmitter {
         sequential: !!opts.sequential,
         peers,
         trackers: [...new Set([...t.trackers, ...(opts.trackers ?? [])])],
+        localDiscovery: this.discovery !== undefined,
         policy: ownPolicy ? { seedRatio, seedIdle } : this.defaultPolicy,
         // the target deleted, replaced or shrunk while it is written (openStore's stores watch that)
         verifyTarget: store.verifyTarget?.bind(store),
@@ -421,6 +445,7 @@ export class Session extends EventEmitter {
   private async shutdown(): Promise<void> {
     this.closed = true
     clearInterval(this.timer)
+    await this.discovery?.close()
     const listenerClosed = this.listener.close()
     const results = await Promise.allSettled([...this.torrents.values()].map((e) => e.swarm.close()))
     await listenerClosed

@@ -8,7 +8,7 @@
  * opened for writing also checks, on verifyTarget(), that the path still
  * names what was opened (target-identity.ts).
  */
-import { stat } from 'node:fs/promises'
+import { mkdir, stat } from 'node:fs/promises'
 import type { ExtentTorrent } from '../torrent/metainfo.js'
 import { targetInfo } from './device-size.js'
 import { openDeviceStore } from './device-store.js'
@@ -26,9 +26,32 @@ export interface OpenStoreOptions {
   readonly mode: 'read' | 'write'
   /** Open a mounted device, or the one holding the running root filesystem, anyway (never one another blockswarm store holds). */
   readonly force?: boolean
+  /**
+   * For writing: a target that does not exist is created as an extents
+   * directory (DIR/NAME/<offset> files), as EZIO's file mode (-F) lets
+   * libtorrent create its save_path.
+   */
+  readonly createMissing?: boolean
+}
+
+/** Create a missing write target as a directory (and its parents); an existing one is left as it is. */
+async function createMissingTarget(target: string): Promise<void> {
+  try {
+    await stat(target)
+    return
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return // the check below says why it is unusable
+  }
+  try {
+    await mkdir(target, { recursive: true })
+  } catch (err) {
+    const { code, text } = describeErrno(err)
+    throw new TargetRefused(`${target} does not exist and cannot be created as a directory: ${text}`, target, 'unusable', code)
+  }
 }
 
 export async function openStore(torrent: ExtentTorrent, target: string, opts: OpenStoreOptions): Promise<PieceStore> {
+  if (opts.createMissing && opts.mode === 'write') await createMissingTarget(target)
   try {
     await stat(target)
   } catch (err) {

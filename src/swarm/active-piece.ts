@@ -69,6 +69,13 @@ export class ActivePiece<P> {
     return this.receivedBlocks === this.blockCount
   }
 
+  /** Bytes of the blocks received so far (the last block at its own length). */
+  get receivedBytes(): number {
+    const last = this.blockCount - 1
+    const short = this.state[last] === RECEIVED ? BLOCK_SIZE - this.blockLength(last) : 0
+    return this.receivedBlocks * BLOCK_SIZE - short
+  }
+
   /** The first block nobody has been asked for, or -1. */
   nextMissing(): number {
     if (this.missingBlocks === 0) return -1

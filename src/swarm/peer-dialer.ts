@@ -1,12 +1,12 @@
 /**
  * Where to connect: addresses from the static list (`--peer host:port`, for
- * trackerless networks) and from trackers. Each
- * address is dialed at most once at a time; after a failure it waits with
- * exponential backoff. Static peers are retried forever (a node may boot
- * late); tracker peers are forgotten after repeated failures (the tracker
- * will list them again if they come back).
+ * trackerless networks), from trackers and from local service discovery
+ * (lsd). Each address is dialed at most once at a time; after a failure it
+ * waits with exponential backoff. Static peers are retried forever (a node
+ * may boot late); tracker and lsd peers are forgotten after repeated failures
+ * (the tracker lists them again, or they announce again, if they come back).
  */
-export type PeerSource = 'static' | 'tracker'
+export type PeerSource = 'static' | 'tracker' | 'lsd'
 
 export interface PeerAddress {
   readonly host: string
@@ -28,7 +28,8 @@ interface Entry extends PeerAddress {
 
 const BACKOFF_MIN_MS = 1000
 const BACKOFF_MAX_MS = 30_000
-const TRACKER_PEER_MAX_FAILURES = 5
+/** Failed dials in a row after which a tracker or lsd peer is forgotten. */
+const FOUND_PEER_MAX_FAILURES = 5
 
 /** Parse "host:port" or "[v6]:port"; throws with the offending text. */
 export function parsePeerAddress(text: string): PeerAddress {
@@ -56,6 +57,11 @@ export class PeerDialer {
     const e = this.entries.get(key)
     if (e) {
       if (source === 'static') e.source = 'static'
+      // a peer announcing itself on the LAN is there now, whatever it was (a node deploying again at the same address)
+      else if (source === 'lsd' && !e.busy) {
+        e.nextAt = 0
+        e.seed = false
+      }
       return
     }
     this.entries.set(key, { ...address, source, failures: 0, nextAt: 0, busy: false, self: false, seed: false })
@@ -94,7 +100,7 @@ export class PeerDialer {
       e.failures++
       e.error = error ?? e.error
     }
-    if (e.source === 'tracker' && e.failures >= TRACKER_PEER_MAX_FAILURES) {
+    if (e.source !== 'static' && e.failures >= FOUND_PEER_MAX_FAILURES) {
       this.entries.delete(key)
       return
     }

@@ -85,13 +85,13 @@ export class SwarmPeers {
     return this.d.ctx.allowPeers?.allows(ip) ?? true
   }
 
-  /** A tracker's answer. */
-  found(a: PeerAddress): void {
+  /** A peer a tracker answered with, or one local service discovery heard. */
+  found(a: PeerAddress, source: 'tracker' | 'lsd' = 'tracker'): void {
     if (!this.allowed(a.host)) {
-      this.d.log.debug({ peer: addressKey(a), allowed: String(this.d.ctx.allowPeers) }, 'tracker peer outside --allow-peers: not dialed')
+      this.d.log.debug({ peer: addressKey(a), allowed: String(this.d.ctx.allowPeers) }, `${source} peer outside --allow-peers: not dialed`)
       return
     }
-    this.dialer.add(a, 'tracker')
+    this.dialer.add(a, source)
     this.dial()
   }
 

@@ -51,6 +51,8 @@ export class PieceDownloader implements DownloadSink {
   hashFailures = 0
   /** Bytes of pieces being hashed or written. */
   private writing = 0
+  /** Complete pieces being hashed or written (until they are in `have`, or have failed). */
+  private readonly verifying = new Set<ActivePiece<PeerConnection>>()
   private paused = false
   private memoryStarved = false
   private fillScheduled = false
@@ -76,6 +78,14 @@ export class PieceDownloader implements DownloadSink {
   /** Socket reads are paused because the disk is behind (new peers start paused too). */
   get readsPaused(): boolean {
     return this.paused
+  }
+
+  /** Bytes received of pieces not verified yet: blocks of pieces in progress, and whole pieces being hashed or written. */
+  get bytesInFlight(): number {
+    let n = 0
+    for (const ap of this.active.values()) n += ap.receivedBytes
+    for (const ap of this.verifying) if (!this.have.has(ap.index)) n += ap.length
+    return n
   }
 
   fillAll(): void {
@@ -223,12 +233,14 @@ export class PieceDownloader implements DownloadSink {
     this.active.delete(ap.index)
     this.open.delete(ap)
     this.writing += ap.length
+    this.verifying.add(ap)
     this.updateReadPause()
     // after the block that completed it has been handled
     const job = Promise.resolve()
       .then(() => this.verifyAndWrite(ap))
       .then(() => {
         this.writing -= ap.length
+        this.verifying.delete(ap)
         this.budget.free(ap.buffer)
         this.updateReadPause()
       })

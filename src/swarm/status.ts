@@ -58,12 +58,17 @@ export interface TorrentStatus {
   readonly trackerError?: string
   /** Peers whose dials keep failing (retried with backoff), with the last reason. */
   readonly unreachable?: readonly UnreachablePeer[]
-  /** Verified bytes / total, 0..1. */
+  /** totalDone / total, 0..1. */
   readonly progress: number
   /** Bytes the torrent covers (stays the size while seeding). */
   readonly total: number
-  /** Verified bytes held on the target. */
+  /**
+   * Bytes done: the verified pieces plus the blocks received of pieces in
+   * flight (libtorrent's convention, so it moves with the bytes, not in
+   * whole-piece steps). A piece that fails its SHA-1 check counts 0 again.
+   */
   readonly totalDone: number
+  /** Pieces verified and written to the target. */
   readonly piecesDone: number
   readonly pieceCount: number
   /** Payload bytes/s. */

@@ -8,7 +8,7 @@ import type { PeerConnection } from './peer-connection.js'
 import type { PieceSet } from './piece-set.js'
 import type { PeerStatus, TorrentState, TorrentStatus, UnreachablePeer, BanStatus } from './status.js'
 
-/** Verified bytes held: whole pieces, the last one at its own size. */
+/** Verified bytes held: whole pieces, the last one at its own size (what a tracker is told we have). */
 export function bytesDone(torrent: ExtentTorrent, have: PieceSet): number {
   const n = have.count
   if (n === 0) return 0
@@ -54,11 +54,14 @@ export interface StatusFacts {
   readonly checkRate?: number
   readonly bans: readonly BanStatus[]
   readonly hashFailures: number
+  /** Bytes received of pieces not verified yet (PieceDownloader.bytesInFlight). */
+  readonly bytesInFlight: number
 }
 
 export function torrentStatus(torrent: ExtentTorrent, have: PieceSet, peers: Iterable<PeerConnection>, f: StatusFacts): TorrentStatus {
   const peerList = [...peers].map(peerStatus)
-  const done = bytesDone(torrent, have)
+  // libtorrent's convention, which EZIO clients show: verified pieces plus the received blocks of pieces in flight
+  const done = Math.min(torrent.totalLength, bytesDone(torrent, have) + f.bytesInFlight)
   return {
     infoHash: torrent.infoHash,
     name: torrent.name,

@@ -50,6 +50,8 @@ export interface SwarmOptions {
   readonly peers: readonly PeerAddress[]
   /** Tracker URLs: the torrent's and any added. */
   readonly trackers: readonly string[]
+  /** The session looks for peers on the LAN (BEP 14) and hands them to discovered(). */
+  readonly localDiscovery?: boolean
   readonly policy: DonePolicy
   /**
    * Rejects if the target is no longer what was opened (deleted, replaced,
@@ -256,7 +258,8 @@ export class TorrentSwarm extends EventEmitter {
       this.tracker.start()
     }
     if (this.opts.trackers.length === 0 && this.opts.peers.length === 0 && !this.have.complete) {
-      this.log.warn('no tracker in the torrent and no --peer given: waiting for peers to connect to us')
+      if (this.opts.localDiscovery) this.log.info('no tracker in the torrent and no --peer given: looking for peers on the LAN (--lsd)')
+      else this.log.warn('no tracker in the torrent and no --peer given: waiting for peers to connect to us (or give --lsd to find them on the LAN)')
     }
     this.timer = setInterval(() => this.tick(), TICK_MS)
     this.timer.unref()
@@ -334,6 +337,11 @@ export class TorrentSwarm extends EventEmitter {
   /** An incoming connection whose handshake named this torrent. */
   adopt(conn: PeerConnection): void {
     this.peers.adopt(conn)
+  }
+
+  /** Local service discovery heard a peer of this torrent on the LAN: dial it while online. */
+  discovered(a: PeerAddress): void {
+    if (this.online) this.peers.found(a, 'lsd')
   }
 
   /** Whether the listener should hand incoming peers to this torrent now. */
@@ -492,6 +500,7 @@ export class TorrentSwarm extends EventEmitter {
       checkRate: this.checkRate,
       bans: this.peers.bans.list().map(({ peer, reason }) => ({ peer, reason })),
       hashFailures: this.downloads.hashFailures,
+      bytesInFlight: this.downloads.bytesInFlight,
     })
   }
 }

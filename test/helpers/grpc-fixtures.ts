@@ -81,9 +81,13 @@ export async function startInProcessDaemon(opts: SessionOptions = {}): Promise<{
   return { session, control, address: control.addresses[0], exits }
 }
 
-/** The real `blockswarm daemon` process; resolves once its control API answers. */
-export async function startDaemonProcess(args: string[], address: string): Promise<{ child: ChildProcess; output: () => string }> {
-  const child = startProcess(process.execPath, [CLI, 'daemon', ...args])
+/** The real `blockswarm daemon` process (or `command`, e.g. the `ezio` name); resolves once its control API answers. */
+export async function startDaemonProcess(
+  args: string[],
+  address: string,
+  command: readonly string[] = [process.execPath, CLI, 'daemon'],
+): Promise<{ child: ChildProcess; output: () => string }> {
+  const child = startProcess(command[0], [...command.slice(1), ...args])
   const out = captureOutput(child)
   const probe = connectControl(address)
   try {

@@ -128,7 +128,8 @@ def main():
             while True:
                 reply = stub.GetTorrentStatus(pb.UpdateRequest(hashes=[a.args[0]]), timeout=10)
                 t = reply.torrents[a.args[0]]
-                polls.append({"state": t.state, "progress": t.progress, "total": t.total, "total_done": t.total_done})
+                polls.append({"state": t.state, "progress": t.progress, "total": t.total, "total_done": t.total_done,
+                              "num_pieces": t.num_pieces})
                 if t.is_finished:
                     out = {"polls": polls, "final": status_json(reply)}
                     break
