@@ -22,7 +22,7 @@ import type { SwarmContext } from './swarm-context.js'
 import type { UploadServer } from './upload-server.js'
 import { BLOCK_SIZE, MAX_QUEUED_REQUESTS } from './wire-messages.js'
 
-const CONNECT_TIMEOUT_MS = 10_000
+export const CONNECT_TIMEOUT_MS = 10_000
 
 export interface PeersDeps {
   readonly torrent: ExtentTorrent

@@ -21,13 +21,13 @@ import type { PiecePicker } from './piece-picker.js'
 import type { PieceSet } from './piece-set.js'
 
 /** Endgame: how many peers may be asked for the same block. */
-const ENDGAME_ASKERS = 2
+export const ENDGAME_ASKERS = 2
 /** Requests topped up at once, at most. */
-const REFILL_MAX = 64
+export const REFILL_MAX = 64
 /** Blocks kept requested per peer: at least, at most, and how many seconds of its rate. */
-const DEPTH_MIN = 16
-const DEPTH_MAX = 512
-const DEPTH_SECONDS = 1
+export const DEPTH_MIN = 16
+export const DEPTH_MAX = 512
+export const DEPTH_SECONDS = 1
 
 export interface DownloaderHooks {
   /** Whether blocks may be requested now (the torrent is online and incomplete). */

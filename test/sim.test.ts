@@ -1,0 +1,163 @@
+/**
+ * The swarm simulator (tools/sim) on swarms small enough to reason about:
+ * its fair sharing, a lone node at its link's speed, never faster than the
+ * bound, dead nodes left out, every survivor with every piece, the same run
+ * for the same seed. Simulated time only: nothing here depends on the
+ * machine's speed.
+ */
+import { describe, expect, it } from 'vitest'
+import { DEFAULT_CHOKING } from '../src/session/session.js'
+import { CHOKING_POLICIES } from '../src/swarm/choker.js'
+import { lowerBound, unicastTime } from '../tools/sim/bound.js'
+import { Network, type Flow } from '../tools/sim/network.js'
+import { scenario } from '../tools/sim/scenarios.js'
+import { summarize } from '../tools/sim/summary.js'
+import { type NodeSpec, type SimOptions, simulate } from '../tools/sim/swarm.js'
+
+const MiB = 2 ** 20
+const C = 1e6
+/** One-way delay of every access link: node to node RTT = 4 × this = 2 ms. */
+const LATENCY = 0.0005
+const RTT = 4 * LATENCY
+
+function swarm(nodes: NodeSpec[], more: Partial<SimOptions> = {}): SimOptions {
+  return { size: 4 * MiB, pieceSize: 64 * 1024, nodes, slots: 4, maxConnections: 8, seed: 3, until: 600, ...more }
+}
+
+const seeder = (up = C): NodeSpec => ({ up, down: up, latency: LATENCY, seeder: true })
+const node = (rate = C, more: Partial<NodeSpec> = {}): NodeSpec => ({ up: rate, down: rate, latency: LATENCY, ...more })
+
+describe('Network: max-min fair rates', () => {
+  const flow = (src: number, dst: number): Flow => ({ src, dst, rate: 0, flowAt: -1 })
+
+  it('gives a slow receiver its downlink and splits the rest of the sender uplink among the others', () => {
+    // node 0 uploads 9 to nodes 1 (downlink 1), 2 and 3 (downlink 10)
+    const net = new Network(Float64Array.of(9, 10, 10, 10), Float64Array.of(10, 1, 10, 10))
+    const f = [flow(0, 1), flow(0, 2), flow(0, 3)]
+    for (const x of f) net.add(x)
+    net.allocate()
+    expect(f.map((x) => x.rate)).toEqual([1, 4, 4])
+  })
+
+  it('shares a receiver downlink between two senders, and each sender keeps its spare for its other flow', () => {
+    // 0 → 2 and 1 → 2 share node 2's downlink of 4; 0 → 3 takes the rest of node 0's uplink of 10
+    const net = new Network(Float64Array.of(10, 10, 10, 10), Float64Array.of(10, 10, 4, 10))
+    const f = [flow(0, 2), flow(1, 2), flow(0, 3)]
+    for (const x of f) net.add(x)
+    net.allocate()
+    expect(f.map((x) => x.rate)).toEqual([2, 2, 8])
+  })
+
+  it('a flow started between allocations gets what is left of its links', () => {
+    const net = new Network(Float64Array.of(10, 10, 10), Float64Array.of(10, 10, 10))
+    const a = flow(0, 1)
+    net.add(a)
+    expect(a.rate).toBe(10)
+    const b = flow(0, 2)
+    net.add(b)
+    expect(b.rate).toBe(0)
+    net.remove(a)
+    net.allocate()
+    expect(b.rate).toBe(10)
+  })
+})
+
+describe('simulate', () => {
+  it('one seeder and one node: the node finishes in S/C, within one piece time and a few round trips', () => {
+    const opts = swarm([seeder(), node()])
+    const r = simulate(opts)
+    const s = summarize(r)
+    const ideal = opts.size / C
+    expect(s.finished).toBe(1)
+    expect(s.last).toBeGreaterThanOrEqual(ideal)
+    // connect, bitfield, interested, unchoke, request: a few round trips before the first byte
+    expect(s.last).toBeLessThanOrEqual(ideal + opts.pieceSize / C + 4 * RTT)
+    expect(s.fromPeers).toBe(0)
+  })
+
+  it('never beats T* when the seeder uplink is the shared bottleneck', () => {
+    for (const n of [2, 5, 9]) {
+      const nodes = [seeder(C / 4), ...Array.from({ length: n }, () => node())]
+      const r = simulate(swarm(nodes))
+      const s = summarize(r)
+      const tStar = Math.max(4 * MiB / (C / 4), (4 * MiB) / C, (n * 4 * MiB) / (C / 4 + n * C))
+      expect(lowerBound(4 * MiB, nodes)).toBeCloseTo(tStar, 9)
+      expect(s.finished).toBe(n)
+      expect(s.last).toBeGreaterThanOrEqual(tStar)
+      // and it does share: far better than the seeder sending every copy, at least half of what the peers could give each other
+      expect(s.last).toBeLessThan(unicastTime(4 * MiB, nodes))
+      expect(s.fromPeers).toBeGreaterThan((0.5 * (n - 1)) / n)
+    }
+  })
+
+  it('never beats a node downlink either: a slow node takes at least S over its downlink', () => {
+    const nodes = [seeder(), node(), node(C / 10), node()]
+    const s = simulate(swarm(nodes))
+    const slow = s.nodes[2]
+    expect(slow.finishedAt).toBeGreaterThanOrEqual((4 * MiB) / (C / 10))
+    expect(summarize(s).finished).toBe(3)
+  })
+
+  it('a node that dies is not counted, and the others still get every piece', () => {
+    const nodes = [seeder(), ...Array.from({ length: 6 }, (_, i) => node(C, i === 2 ? { dieAt: 1.5 } : {}))]
+    for (const death of ['silent', 'reset'] as const) {
+      const r = simulate(swarm(nodes, { death }))
+      const s = summarize(r)
+      expect(r.nodes[3].diedAt).toBe(1.5)
+      expect(r.nodes[3].pieces).toBeLessThan(r.pieceCount)
+      expect(s.dead).toBe(1)
+      expect(s.counted).toBe(5)
+      expect(s.finished).toBe(5)
+      expect(Number.isFinite(s.last)).toBe(true)
+      for (const [i, x] of r.nodes.entries()) if (i !== 3) expect(x.pieces).toBe(r.pieceCount)
+    }
+  })
+
+  it('every node ends with every piece: late joiners, slow nodes, two seeders, fewer connections than nodes, either choking policy', () => {
+    const nodes = [
+      seeder(),
+      seeder(C / 2),
+      ...Array.from({ length: 14 }, (_, i) => node(i % 5 === 0 ? C / 8 : C, { joinAt: (i * 7) % 11 })),
+    ]
+    for (const choking of CHOKING_POLICIES) {
+      const r = simulate(swarm(nodes, { maxConnections: 4, slots: 2, choking }))
+      expect(r.timedOut, choking).toBe(false)
+      for (const x of r.nodes) expect(x.pieces, choking).toBe(r.pieceCount)
+      for (const [i, x] of r.nodes.entries()) if (i >= 2) expect(x.finishedAt!).toBeGreaterThanOrEqual(x.joinAt + (4 * MiB) / nodes[i].down)
+      const s = summarize(r)
+      expect(s.finished, choking).toBe(14)
+      expect(s.last, choking).toBeGreaterThanOrEqual(lowerBound(4 * MiB, nodes))
+    }
+  })
+
+  it('the same seed, the same run; another seed, another run', () => {
+    const opts = swarm([seeder(), ...Array.from({ length: 8 }, () => node())])
+    const a = simulate(opts)
+    const b = simulate(opts)
+    expect(b.nodes.map((x) => x.finishedAt)).toEqual(a.nodes.map((x) => x.finishedAt))
+    expect(b.events).toBe(a.events)
+    const c = simulate({ ...opts, seed: 4 })
+    expect(c.nodes.map((x) => x.finishedAt)).not.toEqual(a.nodes.map((x) => x.finishedAt))
+  })
+})
+
+describe('scenarios', () => {
+  const base = { size: 2 * MiB, pieceSize: 64 * 1024, rate: C, seederRate: C, slots: 4, connections: 8, choking: DEFAULT_CHOKING, rtt: RTT, startup: 0.2, seedIdle: 5, death: 'silent' as const, seed: 1 }
+
+  it('T* is the bench formula for equal links, and every node of each scenario finishes no earlier than it', () => {
+    const n = 20
+    const equal = scenario('equal').build(n, base)
+    const S = base.size
+    expect(equal.tStar).toBeCloseTo(Math.max(S / C, (n * S) / (C + n * C)), 9)
+    expect(equal.unicast).toBeCloseTo((n * S) / C, 9)
+    for (const name of ['equal', 'slow', 'late', 'dying', 'seeders']) {
+      const b = scenario(name).build(n, base)
+      const r = simulate(b.sim)
+      const s = summarize(r)
+      expect(s.finished, name).toBe(s.counted)
+      expect(s.last, name).toBeGreaterThanOrEqual(b.tStar)
+      if (name === 'dying') expect(s.dead).toBe(1)
+      if (name === 'seeders') expect(r.nodes.filter((x) => x.seeder)).toHaveLength(2)
+    }
+  })
+})
