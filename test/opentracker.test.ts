@@ -6,19 +6,18 @@
  * torrent's announce URL write exact loop devices. A torrent not in the
  * whitelist gets no peers, and the deploy says that the tracker refused it.
  */
-import { appendFile, chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { parseTorrent, type ExtentTorrent } from '../src/torrent/metainfo.js'
 import { extTestTree, makeExtImage, makeStaleTarget, writeTree } from './helpers/images-ext.js'
 import { differingExtents, freePort, startSeeder, waitFor } from './helpers/interop.js'
-import { captureOutput, CLI, cleanupAll, cli, loopAttach, run, startProcess, tempDir, waitExit } from './helpers/sys.js'
+import { announceSeed, NOT_AUTHORIZED, scrape as scrapeTracker, startOpentracker as startTracker } from './helpers/opentracker.js'
+import { captureOutput, CLI, cleanupAll, cli, loopAttach, run, startProcess, waitExit } from './helpers/sys.js'
 
 const MiB = 1024 * 1024
 const IMAGE_SIZE = 32 * MiB
-/** opentracker's answer to an announce of a hash that is not in its whitelist. */
-const NOT_AUTHORIZED = 'Requested download is not authorized for use with this tracker.'
 
 let work: string
 let image: string
@@ -53,52 +52,9 @@ afterAll(async () => {
   if (work) await rm(work, { recursive: true, force: true })
 })
 
-/** The 20 bytes of a hex info-hash, %-escaped for a tracker URL. */
-function escapedHash(infoHash: string): string {
-  return infoHash.replace(/../g, (b) => `%${b}`)
-}
-
-/** An HTTP GET of opentracker (announce or scrape); the bencoded body as latin1 text. */
-async function askTracker(path: string, query: string): Promise<string> {
-  const res = await fetch(`http://127.0.0.1:${trackerPort}/${path}?${query}`)
-  return Buffer.from(await res.arrayBuffer()).toString('latin1')
-}
-
-/** A one-off announce of `infoHash` by a made-up peer (127.0.0.1:1, left 0, so it counts as a seed). */
-function announce(infoHash: string): Promise<string> {
-  return askTracker('announce', `info_hash=${escapedHash(infoHash)}&peer_id=-TEST00-abcdefghijkl&port=1&uploaded=0&downloaded=0&left=0&compact=1`)
-}
-
-/** Seeds ("complete") and completed downloads ("downloaded") opentracker counts for a torrent. */
-async function scrape(infoHash: string): Promise<{ complete: number; downloaded: number }> {
-  const body = await askTracker('scrape', `info_hash=${escapedHash(infoHash)}`)
-  const count = (key: string) => Number(new RegExp(`${key.length}:${key}i(\\d+)e`).exec(body)?.[1] ?? -1)
-  return { complete: count('complete'), downloaded: count('downloaded') }
-}
-
-/**
- * opentracker on 127.0.0.1 with a whitelist file. It drops root for "nobody"
- * before it reads the whitelist (also on each SIGHUP), so the file and its
- * directory must be readable by that user.
- */
-async function startOpentracker(): Promise<{ whitelist: string; reload: () => void; output: () => string }> {
-  const dir = await tempDir('bsw-opentracker-whitelist-')
-  await chmod(dir, 0o755)
-  const whitelist = join(dir, 'whitelist.txt')
-  await writeFile(whitelist, '# info-hashes this tracker serves, one per line\n', { mode: 0o644 })
-  const child = startProcess('opentracker', ['-i', '127.0.0.1', '-p', String(trackerPort), '-P', String(trackerPort), '-w', whitelist])
-  const out = captureOutput(child)
-  let up = false
-  for (let i = 0; i < 100 && !up && child.exitCode === null; i++) {
-    up = await announce(listed.torrent.infoHash).then(
-      () => true,
-      () => false,
-    )
-    if (!up) await new Promise((r) => setTimeout(r, 100))
-  }
-  if (!up) throw new Error(`opentracker did not answer on 127.0.0.1:${trackerPort}:\n${out.text()}`)
-  return { whitelist, reload: () => void child.kill('SIGHUP'), output: out.text }
-}
+const announce = (infoHash: string) => announceSeed(trackerPort, infoHash)
+const scrape = (infoHash: string) => scrapeTracker(trackerPort, infoHash)
+const startOpentracker = () => startTracker(trackerPort)
 
 describe('opentracker (whitelist mode) as the tracker', () => {
   it('the line blockswarm seed prints whitelists the torrent; two deploys find the seed through opentracker', async () => {

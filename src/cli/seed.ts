@@ -6,9 +6,7 @@
 import { lookup } from 'node:dns/promises'
 import { networkInterfaces } from 'node:os'
 import type { Command } from 'commander'
-import { Server } from 'bittorrent-tracker'
 import type { Logger } from 'pino'
-import { serveSessionMetrics } from '../metrics/metrics-server.js'
 import { targetInfo } from '../storage/device-size.js'
 import { describeUser } from '../storage/device-store.js'
 import { changingSourceUsers, stableSourceFixes } from '../storage/source-users.js'
@@ -28,11 +26,13 @@ interface SeedFlags extends SwarmFlags {
 export const DEFAULT_TRACKER_PORT = 6969
 
 /**
- * An HTTP tracker (bittorrent-tracker's Server) for this torrent only, on
+ * An HTTP tracker (bittorrent-tracker's Server, loaded only for
+ * --tracker-embedded) for this torrent only, on
  * `host`:`port`; without `host` on every interface (like the peer port), so
  * other machines reach it. The returned URL is the one this seed announces to.
  */
 async function startTracker(torrent: ExtentTorrent, host: string | undefined, port: number, intervalMs: number, log: Logger): Promise<{ url: string; close: () => Promise<void> }> {
+  const { default: Server } = await import('bittorrent-tracker/server')
   const server = new Server({
     http: true,
     udp: false,
@@ -123,7 +123,7 @@ export function registerSeed(program: Command): void {
       }
       let status: TorrentStatus
       try {
-        if (flags.metrics !== undefined) await serveSessionMetrics(session, flags.metrics, log)
+        if (flags.metrics !== undefined) await (await import('../metrics/metrics-server.js')).serveSessionMetrics(session, flags.metrics, log)
         status = await session.add(torrent, { target: source, seedingMode: true, force: flags.force, trackers: tracker && !(await namesEmbeddedTracker(torrent.trackers, flags.bind, new URL(tracker.url).port ? Number(new URL(tracker.url).port) : 80)) ? [tracker.url] : [] })
       } catch (err) {
         await session.close()

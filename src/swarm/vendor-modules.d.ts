@@ -1,6 +1,7 @@
 /**
- * Types for the untyped webtorrent package the swarm uses (bittorrent-tracker), limited to
- * the parts blockswarm calls.
+ * Types for the untyped webtorrent package bittorrent-tracker, limited to the
+ * parts blockswarm calls: its Server is `seed --tracker-embedded`; its Client
+ * serves only tests (the swarm announces with tracker-client.ts).
  */
 declare module 'bittorrent-tracker' {
   import { EventEmitter } from 'node:events'
@@ -52,4 +53,9 @@ declare module 'bittorrent-tracker' {
     listen(port: number, hostname: string | undefined, onListening?: () => void): void
     close(cb?: () => void): void
   }
+}
+
+/** The tracker server alone (no client, no WebRTC): the package's `./server` export. */
+declare module 'bittorrent-tracker/server' {
+  export { Server as default } from 'bittorrent-tracker'
 }

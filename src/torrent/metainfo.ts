@@ -138,6 +138,17 @@ function skipValue(buf: Buffer, pos: number, depth = 0): number {
   throw new TorrentError(`bencode: unexpected byte 0x${(c ?? 0).toString(16)} at offset ${pos}`)
 }
 
+/**
+ * Decode one bencoded value from an untrusted source (a tracker's answer),
+ * checked strictly first like a torrent; bytes after the value are ignored.
+ * Throws TorrentError naming the problem.
+ */
+export function decodeBencode(data: Uint8Array): unknown {
+  const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+  if (buf.length === 0) throw new TorrentError('bencode: no data')
+  return bencode.decode(buf.subarray(0, skipValue(buf, 0)))
+}
+
 /** End position of the byte string (`<length>:<bytes>`) starting at `pos`. */
 function skipString(buf: Buffer, pos: number, what: string): number {
   const colon = buf.indexOf(0x3a, pos)

@@ -30,7 +30,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { createCipheriv, createHash } from 'node:crypto'
-import { closeSync, existsSync, fdatasyncSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, fdatasyncSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -38,6 +38,7 @@ import { extentName } from '../../src/torrent/extents.js'
 import { buildTorrent, type ExtentTorrent, pieceHash } from '../../src/torrent/metainfo.js'
 import { mapPieceRange, pieceSize } from '../../src/torrent/piece-map.js'
 import { parseSize } from '../../src/util/size.js'
+import { liveCpu, memoryOf, processGone, reapedCpu, textTable } from '../lib/process-stats.js'
 import { mulberry32 } from '../lib/random.js'
 
 const ROOT = resolve(import.meta.dirname, '../../..')
@@ -103,14 +104,6 @@ function parseArgs(argv: string[]): Options {
 const children = new Set<ChildProcess>()
 const loops: string[] = []
 let work: string | undefined
-
-function processGone(pid: number): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].startsWith('Z')
-  } catch {
-    return true
-  }
-}
 
 function cleanup(): void {
   for (const c of children) {
@@ -269,18 +262,6 @@ function sha1Rate(size: number): number {
 // ---------------------------------------------------------------------------
 // Processes: start, watch (RSS), time, stop
 
-/** CPU seconds of reaped children so far (cutime + cstime of /proc/self/stat). */
-function reapedCpu(): number {
-  const f = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')
-  return (Number(f[13]) + Number(f[14])) / 100
-}
-
-/** CPU seconds of a live process (utime + stime). */
-function liveCpu(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-  return (Number(f[11]) + Number(f[12])) / 100
-}
-
 interface Watched {
   readonly child: ChildProcess
   readonly exited: Promise<number | null>
@@ -310,16 +291,10 @@ function startWatched(cmd: string, args: string[]): Watched {
       }),
     ),
     sample() {
-      if (child.pid === undefined) return
-      let status: string
-      try {
-        status = readFileSync(`/proc/${child.pid}/status`, 'utf8')
-      } catch {
-        return
-      }
-      const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0) * 1024
-      w.hwm = Math.max(w.hwm, kb('VmHWM'))
-      w.anon = Math.max(w.anon, kb('RssAnon'))
+      const m = child.pid === undefined ? undefined : memoryOf(child.pid)
+      if (!m) return
+      w.hwm = Math.max(w.hwm, m.hwm)
+      w.anon = Math.max(w.anon, m.anon)
     },
     stopWatching: () => clearInterval(timer),
   }
@@ -458,12 +433,6 @@ async function transfer(c: CaseName, f: Fixture, targets: { file: string; loop: 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]
 const mib = (b: number) => (b / MiB).toFixed(0)
 
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
-  const line = (cells: string[]) => cells.map((x, i) => (i === 0 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join('  ')
-  return [line(header), ...rows.map(line)].join('\n')
-}
-
 const DESCRIBE: Record<CaseName, string> = {
   'bs-file': 'blockswarm → blockswarm, image file',
   'bs-loop': 'blockswarm → blockswarm, loop device',
@@ -540,7 +509,7 @@ async function main(): Promise<void> {
   say(`references: raw write ${rawFile.toFixed(0)} MB/s to the image file, ${rawLoop.toFixed(0)} MB/s to ${targets.loop}; Node SHA-1 ${median(sha).toFixed(0)} MB/s`)
   say(`${opts.runs > 1 ? `median of ${opts.runs} runs; ` : ''}MB/s from the leecher's add to verified and on the disk; wall = spawn to exit`)
   say('')
-  say(table(['seeder → leecher, target', 'MB/s', '×libtorrent', '×raw write', 'wall s', 'leech CPU-s', 'leech peak RSS MiB', 'seed CPU-s', 'seed peak RSS MiB', 'verified'], rows))
+  say(textTable(['seeder → leecher, target', 'MB/s', '×libtorrent', '×raw write', 'wall s', 'leech CPU-s', 'leech peak RSS MiB', 'seed CPU-s', 'seed peak RSS MiB', 'verified'], rows))
 
   // The issue's goals: ≥ 1.1× libtorrent in the same run, RSS ≤ 128 MiB on both sides.
   const goals: string[] = []
