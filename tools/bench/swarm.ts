@@ -4,6 +4,7 @@
  *
  *   npm run bench:swarm -- [--nodes 1,2,4,8,16,32] [--rate 100mbit] [--seeder-rate RATE]
  *                          [--size 128M] [--piece-size 256K] [--unicast-max N] [--timeout 900]
+ *                          [--max-connections 25] [--max-uploads N] [--no-reference]
  *
  * Piece size matters: a node can re-serve only whole verified pieces, so the
  * swarm pipelines well only with many pieces per image. EZIO's 16 MiB pieces
@@ -17,17 +18,51 @@
  *   T* = max(S/C_seed, S/C, N·S/(C_seed + N·C))
  * where C is the TCP goodput of one link measured in the same run (the
  * nominal tc rate less headers and shaping: what a flow can really carry).
- * Needs root (network namespaces, tc). Cleans up on exit and on SIGINT/SIGTERM.
+ *
+ * The reference swarm (skipped with --no-reference): after each N's blockswarm
+ * run, the same topology with no blockswarm process in it: Debian's opentracker
+ * in node 0 on the tracker address and port the torrent names (the embedded
+ * tracker's, which is gone by then; the torrent's info-hash whitelisted), a
+ * libtorrent seed in node 0 (seed mode, every piece trusted, as EZIO seeds)
+ * and N libtorrent leechers in nodes 1..N (tools/bench/libtorrent-peer.py on
+ * Debian's python3-libtorrent, with EZIO's session settings: TCP only, no
+ * encryption, no DHT/LSD/UPnP/NAT-PMP), into extent-file directories. A
+ * leecher finishes when its data is complete and fsynced; every leecher keeps
+ * seeding until all have finished (late nodes still fetch from early ones, as
+ * blockswarm's do during --seed-idle), then all stop. Every libtorrent target
+ * is checked piece by piece against the torrent, as blockswarm's are.
+ *
+ * --max-connections N and --max-uploads N go to both engines: blockswarm's
+ * seed and deploy get the flags of the same name; libtorrent gets them as the
+ * session's connections_limit / unchoke_slots_limit and the torrent's
+ * max_connections / max_uploads (EZIO sets the latter per torrent). Without
+ * --max-uploads every interested peer is unchoked (blockswarm's fleet choking;
+ * libtorrent -1, unlimited). Both are printed above the table.
+ *
+ * Columns: unicast last s (the curl clients' last finish), swarm first /
+ * median / last s (blockswarm deploys' finishes, from their start), T* s and
+ * last/T*, unicast/T*, from peers (share of the bytes the nodes uploaded to
+ * each other), startup s (median: process start to download start), CPU-s
+ * (every process of the blockswarm run, seeder and tracker included: the
+ * children's CPU the bench reaped), wall-s, verified (targets whose every
+ * piece hashes right). With the reference: lt last s (the last libtorrent
+ * leecher's finish), bs/lt last (blockswarm last ÷ libtorrent last; < 1 is
+ * blockswarm faster), lt CPU-s (opentracker, libtorrent seed and leechers,
+ * measured the same way), bs/lt CPU (CPU-s ÷ lt CPU-s; same N, so also per
+ * node) and lt verified.
+ *
+ * Needs root (network namespaces, tc); the reference also needs opentracker
+ * and /usr/bin/python3 with libtorrent. Cleans up on exit and on SIGINT/SIGTERM.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { createReadStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { open } from 'node:fs/promises'
+import { chmodSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { type FileHandle, open } from 'node:fs/promises'
 import { createServer } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { parseTorrent, pieceHash } from '../../src/torrent/metainfo.js'
-import { mapPieceRange, pieceSize } from '../../src/torrent/piece-map.js'
+import { type ExtentTorrent, parseTorrent, pieceHash } from '../../src/torrent/metainfo.js'
+import { mapPieceRange, pieceSize, type Slice } from '../../src/torrent/piece-map.js'
 import { parseSize } from '../../src/util/size.js'
 import { makeExt4Image } from './ext4-image.js'
 import { Topology } from './netns.js'
@@ -37,6 +72,9 @@ const CLI = join(ROOT, 'bin/blockswarm.js')
 const TRACKER_PORT = 8000
 const BT_PORT = 6881
 const HTTP_PORT = 8080
+/** The reference peers: Debian's python3 (it has python3-libtorrent; pyenv's python has not). */
+const PYTHON = '/usr/bin/python3'
+const LT_PEER = join(ROOT, 'tools/bench/libtorrent-peer.py')
 
 interface Options {
   nodes: number[]
@@ -47,10 +85,31 @@ interface Options {
   timeout: number
   /** Largest N for which the unicast baseline is run (it takes N × S/C). */
   unicastMax: number
+  /** Peer connections per torrent, both engines. */
+  maxConnections: number
+  /** Unchoke slots per torrent, both engines; undefined: every interested peer. */
+  maxUploads?: number
+  /** Run the libtorrent reference swarm after each blockswarm run. */
+  reference: boolean
+}
+
+function countOption(name: string, v: string | undefined): number {
+  const x = Number(v)
+  if (v === undefined || !Number.isInteger(x) || x < 1) throw new Error(`${name}: ${v ?? '(nothing)'} is not a positive whole number`)
+  return x
 }
 
 function parseArgs(argv: string[]): Options {
-  const opts: Options = { nodes: [1, 2, 4, 8, 16, 32], rate: '100mbit', size: parseSize('128M'), pieceSize: '256K', timeout: 900, unicastMax: 1000 }
+  const opts: Options = {
+    nodes: [1, 2, 4, 8, 16, 32],
+    rate: '100mbit',
+    size: parseSize('128M'),
+    pieceSize: '256K',
+    timeout: 900,
+    unicastMax: 1000,
+    maxConnections: 25,
+    reference: true,
+  }
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1]
     switch (argv[i]) {
@@ -85,6 +144,17 @@ function parseArgs(argv: string[]): Options {
       case '--timeout':
         opts.timeout = Number(v)
         i++
+        break
+      case '--max-connections':
+        opts.maxConnections = countOption('--max-connections', v)
+        i++
+        break
+      case '--max-uploads':
+        opts.maxUploads = countOption('--max-uploads', v)
+        i++
+        break
+      case '--no-reference':
+        opts.reference = false
         break
       default:
         throw new Error(`unknown option ${argv[i]} (see the header of tools/bench/swarm.ts)`)
@@ -132,24 +202,57 @@ async function waitHttp(topo: Topology, node: number, url: string, ms: number): 
   throw new Error(`${url} did not answer within ${ms / 1000} s`)
 }
 
-/** Every piece on `target` hashes to the torrent's value. */
+/** Reads one slice of the torrent's data from a target into `buf`; resolves with the bytes read. */
+type SliceReader = (s: Slice, buf: Buffer) => Promise<number>
+
+/** Every piece, read slice by slice through `read`, hashes to the torrent's value. */
+async function piecesHashRight(t: ExtentTorrent, read: SliceReader): Promise<boolean> {
+  for (let p = 0; p < t.pieceCount; p++) {
+    const h = createHash('sha1')
+    for (const s of mapPieceRange(t.layout, p, 0, pieceSize(t.layout, p))) {
+      const buf = Buffer.allocUnsafe(s.length)
+      if ((await read(s, buf)) !== s.length) return false
+      h.update(buf)
+    }
+    if (!h.digest().equals(pieceHash(t, p))) return false
+  }
+  return true
+}
+
+/** Every piece on `target` (an image file, the extents at their offsets) hashes to the torrent's value. */
 async function verify(torrentFile: string, target: string): Promise<boolean> {
   const t = parseTorrent(readFileSync(torrentFile))
   const fh = await open(target, 'r')
   try {
-    for (let p = 0; p < t.pieceCount; p++) {
-      const h = createHash('sha1')
-      for (const s of mapPieceRange(t.layout, p, 0, pieceSize(t.layout, p))) {
-        const buf = Buffer.allocUnsafe(s.length)
-        const { bytesRead } = await fh.read(buf, 0, s.length, s.diskOffset)
-        if (bytesRead !== s.length) return false
-        h.update(buf)
-      }
-      if (!h.digest().equals(pieceHash(t, p))) return false
-    }
-    return true
+    return await piecesHashRight(t, async (s, buf) => (await fh.read(buf, 0, s.length, s.diskOffset)).bytesRead)
   } finally {
     await fh.close()
+  }
+}
+
+/**
+ * The same check of a standard client's save path: one file per extent,
+ * `save/NAME/<extent's name>`, as libtorrent stores the torrent. A missing
+ * extent file fails the check.
+ */
+async function verifyExtentsDir(torrentFile: string, save: string): Promise<boolean> {
+  const t = parseTorrent(readFileSync(torrentFile))
+  const files = new Map<number, FileHandle>()
+  try {
+    return await piecesHashRight(t, async (s, buf) => {
+      const extent = t.extents[s.extent]
+      let fh = files.get(s.extent)
+      if (!fh) {
+        fh = await open(join(save, t.name, extent.name), 'r')
+        files.set(s.extent, fh)
+      }
+      return (await fh.read(buf, 0, s.length, s.diskOffset - extent.offset)).bytesRead
+    })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
+    throw err
+  } finally {
+    for (const fh of files.values()) await fh.close()
   }
 }
 
@@ -206,11 +309,16 @@ async function runUnicast(topo: Topology, n: number, image: string, torrentFile:
   }
 }
 
-async function runSwarm(topo: Topology, n: number, image: string, imageSize: number, torrentFile: string, work: string, timeoutMs: number): Promise<SwarmRun> {
+/** The flags that give a blockswarm seed or deploy the bench's connection and unchoke limits. */
+function limitFlags(opts: Options): string[] {
+  return ['--max-connections', String(opts.maxConnections), ...(opts.maxUploads === undefined ? [] : ['--max-uploads', String(opts.maxUploads)])]
+}
+
+async function runSwarm(topo: Topology, n: number, image: string, imageSize: number, torrentFile: string, work: string, timeoutMs: number, limits: string[]): Promise<SwarmRun> {
   const addr = Topology.address(0)
   const cpu0 = childCpuSeconds()
   const seeder = topo.spawn(0, process.execPath, [
-    CLI, 'seed', torrentFile, image, '--tracker-embedded', String(TRACKER_PORT), '--bind', addr, '--port', String(BT_PORT), '--tracker-interval', '5',
+    CLI, 'seed', torrentFile, image, '--tracker-embedded', String(TRACKER_PORT), '--bind', addr, '--port', String(BT_PORT), '--tracker-interval', '5', ...limits,
   ])
   let seederLog = ''
   seeder.stderr?.on('data', (d) => (seederLog = (seederLog + d).slice(-4000)))
@@ -231,7 +339,7 @@ async function runSwarm(topo: Topology, n: number, image: string, imageSize: num
         topo.spawn(i + 1, process.execPath, [
           // Fresh targets: without --skip-check the resume check would find the image's all-zero pieces
           // (inode tables) already "on" the sparse target and download less than the unicast clients do.
-          CLI, 'deploy', torrentFile, target, '--bind', Topology.address(i + 1), '--port', String(BT_PORT), '--seed-idle', '5', '--skip-check', '--json',
+          CLI, 'deploy', torrentFile, target, '--bind', Topology.address(i + 1), '--port', String(BT_PORT), '--seed-idle', '5', '--skip-check', '--json', ...limits,
         ]),
       ),
     )
@@ -264,6 +372,140 @@ async function runSwarm(topo: Topology, n: number, image: string, imageSize: num
   }
 }
 
+interface ReferenceRun {
+  /** The leechers' finishes (data complete and fsynced), seconds from their start, ascending. */
+  finishes: number[]
+  /** Leechers whose every piece hashes right. */
+  verified: number
+  /** CPU seconds of opentracker, the seed and the leechers. */
+  cpu: number
+}
+
+/** The last 4000 characters `child` printed (stdout and stderr), for error messages. */
+function outputTail(child: ChildProcess): () => string {
+  let text = ''
+  const add = (d: Buffer) => (text = (text + d.toString()).slice(-4000))
+  child.stdout?.on('data', add)
+  child.stderr?.on('data', add)
+  return () => text
+}
+
+/** The first JSON object `child` prints as a stdout line that has `key`; rejects when the child ends before. */
+function jsonLine(child: ChildProcess, key: string, what: string, tail: () => string): Promise<Record<string, unknown>> {
+  return new Promise((res, rej) => {
+    let pending = ''
+    child.stdout?.on('data', (d: Buffer) => {
+      pending += d.toString()
+      for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+        const text = pending.slice(0, nl)
+        pending = pending.slice(nl + 1)
+        let j: unknown
+        try {
+          j = JSON.parse(text)
+        } catch {
+          continue
+        }
+        if (typeof j === 'object' && j !== null && key in j) res(j as Record<string, unknown>)
+      }
+    })
+    child.once('close', (code, signal) => rej(new Error(`${what} ended (${signal ?? `exit ${code}`}) before it printed "${key}": ${tail()}`)))
+  })
+}
+
+/** SIGTERM to each child still running, SIGKILL after 5 s; resolves once all have exited (and are reaped). */
+async function stopAll(children: ChildProcess[]): Promise<void> {
+  await Promise.all(
+    children.map((c) => {
+      if (c.exitCode !== null || c.signalCode !== null) return undefined
+      return new Promise<void>((res) => {
+        const kill = setTimeout(() => c.kill('SIGKILL'), 5000)
+        c.once('exit', () => {
+          clearTimeout(kill)
+          res()
+        })
+        c.kill('SIGTERM')
+      })
+    }),
+  )
+}
+
+/** The flags that give libtorrent-peer.py the bench's limits (-1: unlimited unchoke slots). */
+function referenceLimitFlags(opts: Options): string[] {
+  return [`--max-connections=${opts.maxConnections}`, `--max-uploads=${opts.maxUploads ?? -1}`]
+}
+
+/**
+ * The reference swarm: opentracker, a libtorrent seed and N libtorrent leechers
+ * in the blockswarm run's topology, no blockswarm process among them. The
+ * leechers keep seeding until the last has finished, then everything stops.
+ */
+async function runReference(
+  topo: Topology,
+  n: number,
+  torrentFile: string,
+  seedDir: string,
+  whitelist: string,
+  work: string,
+  timeoutMs: number,
+  limits: string[],
+): Promise<ReferenceRun> {
+  const addr = Topology.address(0)
+  const started: ChildProcess[] = []
+  const start = (node: number, cmd: string, args: string[]) => {
+    const child = topo.spawn(node, cmd, args)
+    started.push(child)
+    return { child, tail: outputTail(child) }
+  }
+  const peer = (node: number, ...args: string[]) => start(node, PYTHON, [LT_PEER, ...limits, '--ezio', '--bind', Topology.address(node), ...args])
+  const saves = Array.from({ length: n }, (_, i) => join(work, `lt-node${i + 1}`))
+  const cpu0 = childCpuSeconds()
+  try {
+    // The torrent's announce URL is the embedded tracker's address and port, free again now that the blockswarm seed has exited.
+    const tracker = start(0, 'opentracker', ['-i', addr, '-p', String(TRACKER_PORT), '-P', String(TRACKER_PORT), '-w', whitelist])
+    await waitHttp(topo, 1, `http://${addr}:${TRACKER_PORT}/scrape`, 20_000).catch((err) => {
+      throw new Error(`${(err as Error).message}; opentracker (exit ${tracker.child.exitCode}) said: ${tracker.tail()}`)
+    })
+    // The seed is ready once the tracker has its address, so that every leecher's first announce finds it.
+    const seeder = peer(0, '--wait-announce', 'seed', torrentFile, seedDir, String(BT_PORT))
+    await withTimeout(jsonLine(seeder.child, 'ready', 'the libtorrent seed', seeder.tail), 20_000, "the libtorrent seed's first announce").catch((err) => {
+      // An exit already says what the seed printed; a timeout does not.
+      const running = seeder.child.exitCode === null && seeder.child.signalCode === null
+      throw new Error(running ? `${(err as Error).message}; it said: ${seeder.tail()}` : (err as Error).message)
+    })
+    for (const save of saves) mkdirSync(save)
+    const t0 = Date.now()
+    const leechers = saves.map((save, i) => peer(i + 1, '--keep-seeding', 'leech', torrentFile, save, String(BT_PORT)))
+    const dones = await withTimeout(
+      Promise.all(leechers.map((l, i) => jsonLine(l.child, 'done', `libtorrent leecher ${i + 1}`, l.tail))),
+      timeoutMs,
+      `reference N=${n}`,
+    )
+    // All have finished: nobody needs a piece any more, so the seeding leechers, the seed and the tracker stop.
+    await stopAll(started)
+    const cpu = childCpuSeconds() - cpu0
+    let verified = 0
+    for (const save of saves) if (await verifyExtentsDir(torrentFile, save)) verified++
+    return { finishes: dones.map((d) => (Number(d.at) * 1000 - t0) / 1000).sort((a, b) => a - b), verified, cpu }
+  } finally {
+    for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+    for (const save of saves) rmSync(save, { recursive: true, force: true })
+  }
+}
+
+/** What the reference needs besides root: opentracker and Debian's python3 with libtorrent; the libtorrent version. */
+function referencePreflight(): string {
+  try {
+    execFileSync('sh', ['-c', 'command -v opentracker'], { stdio: 'ignore' })
+  } catch {
+    throw new Error('the reference swarm needs opentracker (Debian package opentracker), or give --no-reference')
+  }
+  try {
+    return execFileSync(PYTHON, ['-c', 'import libtorrent; print(libtorrent.__version__)'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim()
+  } catch {
+    throw new Error(`the reference swarm needs ${PYTHON} with libtorrent (Debian package python3-libtorrent), or give --no-reference`)
+  }
+}
+
 const fmt = (x: number) => x.toFixed(1)
 
 async function main(): Promise<void> {
@@ -273,12 +515,16 @@ async function main(): Promise<void> {
   }
   const opts = parseArgs(process.argv.slice(2))
   if (process.getuid?.() !== 0) throw new Error('bench:swarm needs root (network namespaces and tc)')
+  const ltVersion = opts.reference ? referencePreflight() : undefined
   const maxN = Math.max(...opts.nodes)
   const work = mkdtempSync(join(tmpdir(), 'bsw-swarm-'))
   let topo: Topology | undefined
+  // opentracker reads its whitelist after dropping root, so it lives outside the private work directory.
+  const whitelistDir = opts.reference ? mkdtempSync(join(tmpdir(), 'bsw-swarm-whitelist-')) : undefined
   const cleanup = () => {
     topo?.destroy()
     rmSync(work, { recursive: true, force: true })
+    if (whitelistDir) rmSync(whitelistDir, { recursive: true, force: true })
   }
   process.on('exit', cleanup)
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130))
@@ -286,8 +532,19 @@ async function main(): Promise<void> {
   const MiB = 1024 * 1024
   const image = makeExt4Image(work, opts.size)
   const torrentFile = join(work, 'golden.torrent')
-  execFileSync(process.execPath, [CLI, 'create', image.path, '-o', torrentFile, '--tracker', `http://${Topology.address(0)}:${TRACKER_PORT}/announce`, '--piece-size', opts.pieceSize, '--json'])
-  const S = parseTorrent(readFileSync(torrentFile)).totalLength
+  // With the reference, create also writes the extent files the libtorrent seed serves (SEED_DIR/NAME/<offset>).
+  const seedDir = join(work, 'lt-seed')
+  execFileSync(process.execPath, [
+    CLI, 'create', image.path, '-o', torrentFile, '--tracker', `http://${Topology.address(0)}:${TRACKER_PORT}/announce`, '--piece-size', opts.pieceSize, '--json',
+    ...(opts.reference ? ['--extents-dir', seedDir] : []),
+  ])
+  const torrent = parseTorrent(readFileSync(torrentFile))
+  const S = torrent.totalLength
+  const whitelist = whitelistDir ? join(whitelistDir, 'whitelist.txt') : ''
+  if (whitelistDir) {
+    chmodSync(whitelistDir, 0o755)
+    writeFileSync(whitelist, `${torrent.infoHash}\n`, { mode: 0o644 })
+  }
   topo = Topology.create({ nodes: maxN + 1, rate: opts.rate, seederRate: opts.seederRate })
   const timeoutMs = opts.timeout * 1000
 
@@ -298,21 +555,35 @@ async function main(): Promise<void> {
   process.stdout.write(
     `image: ext4 ${fmt(image.size / MiB)} MiB, torrent S = ${fmt(S / MiB)} MiB; links ${opts.rate}` +
       (opts.seederRate ? ` (seeder ${opts.seederRate})` : '') +
-      `, pieces ${opts.pieceSize}: nominal ${fmt(rateBytes(opts.rate) / 1e6)} MB/s, measured goodput C = ${fmt(C / 1e6)} MB/s\n\n`,
+      `, pieces ${opts.pieceSize}: nominal ${fmt(rateBytes(opts.rate) / 1e6)} MB/s, measured goodput C = ${fmt(C / 1e6)} MB/s\n`,
   )
+  const limitsText =
+    `max-connections ${opts.maxConnections}, max-uploads ${opts.maxUploads ?? 'unlimited (every interested peer)'}` +
+    (ltVersion ? `; reference: libtorrent ${ltVersion} (EZIO's settings, TCP only) with opentracker` : '; no reference (--no-reference)')
+  process.stdout.write(`both engines: ${limitsText}\n\n`)
 
   const header = ['N', 'unicast last s', 'swarm first s', 'median s', 'last s', 'T* s', 'last/T*', 'unicast/T*', 'from peers', 'startup s', 'CPU-s', 'wall-s', 'verified']
+  if (opts.reference) header.push('lt last s', 'bs/lt last', 'lt CPU-s', 'bs/lt CPU', 'lt verified')
   const rows: string[][] = []
   let lastLine = ''
   for (const n of opts.nodes) {
     const uni = n === 1 ? calib : n <= opts.unicastMax ? await runUnicast(topo, n, image.path, torrentFile, work, timeoutMs) : undefined
-    const sw = await runSwarm(topo, n, image.path, image.size, torrentFile, work, timeoutMs)
+    const sw = await runSwarm(topo, n, image.path, image.size, torrentFile, work, timeoutMs, limitFlags(opts))
     const tStar = Math.max(S / Cseed, S / C, (n * S) / (Cseed + n * C))
     const last = sw.finishes[sw.finishes.length - 1]
     const median = sw.finishes[Math.floor((sw.finishes.length - 1) / 2)]
     rows.push([String(n), uni ? fmt(uni.last) : 'not run', fmt(sw.finishes[0]), fmt(median), fmt(last), fmt(tStar), (last / tStar).toFixed(2), uni ? (uni.last / tStar).toFixed(2) : '-', `${Math.round((100 * sw.peerBytes) / (n * S))}%`, fmt(sw.startup), fmt(sw.cpu), fmt(sw.wall), sw.verified ? `${n}/${n}` : 'NO'])
     process.stdout.write(`N=${n}: swarm last ${fmt(last)} s (T* ${fmt(tStar)} s), unicast last ${uni ? `${fmt(uni.last)} s` : 'not run'}, CPU ${fmt(sw.cpu)} s over ${fmt(sw.wall)} s wall\n`)
     if (!sw.verified) process.exitCode = 1
+    if (opts.reference) {
+      const ref = await runReference(topo, n, torrentFile, seedDir, whitelist, work, timeoutMs, referenceLimitFlags(opts))
+      const ltLast = ref.finishes[ref.finishes.length - 1]
+      rows[rows.length - 1].push(fmt(ltLast), (last / ltLast).toFixed(2), fmt(ref.cpu), (sw.cpu / ref.cpu).toFixed(2), `${ref.verified}/${n}`)
+      process.stdout.write(
+        `N=${n}: libtorrent last ${fmt(ltLast)} s, CPU ${fmt(ref.cpu)} s; blockswarm/libtorrent: last ${(last / ltLast).toFixed(2)}, CPU ${(sw.cpu / ref.cpu).toFixed(2)}\n`,
+      )
+      if (ref.verified !== n) process.exitCode = 1
+    }
     lastLine = `swarm N=${n}: last ${fmt(last)} s, bound ${fmt(tStar)} s, ratio ${(last / tStar).toFixed(2)}`
   }
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
