@@ -9,6 +9,8 @@ import { describe, expect, it } from 'vitest'
 import { ActivePiece, BLOCK_SIZE } from '../src/swarm/active-piece.js'
 import { BanList } from '../src/swarm/ban-list.js'
 import { chooseUnchoked, type ChokeCandidate } from '../src/swarm/choker.js'
+import type { PieceSet } from '../src/swarm/piece-set.js'
+import { type Reveal, REVEAL_ALL_AFTER_MS, SeedStripes } from '../src/swarm/seed-stripes.js'
 import { clientName, makePeerId } from '../src/swarm/client-name.js'
 import { doneReason } from '../src/swarm/done-policy.js'
 import { HashBlame } from '../src/swarm/hash-blame.js'
@@ -124,6 +126,80 @@ describe('chooseUnchoked', () => {
     // the optimistic peer stays until the rotation
     const next = chooseUnchoked(peers, { slots: 3, seeding: true, rotate: false, optimistic: seed.optimistic })
     expect(next.optimistic).toBe(seed.optimistic)
+  })
+
+  it('fleet: under a cap the slots go round-robin, those that waited longest first, whatever their rates', () => {
+    // a, b unchoked (b got its slot last); c never had one; d lost its slot at 5; e at 1 and is not interested
+    const peers: ChokeCandidate<string>[] = [
+      { ...peer('a', 100, 100), unchoked: true, slotChangedAt: 2 },
+      { ...peer('b', 90, 90), unchoked: true, slotChangedAt: 8 },
+      peer('c', 0, 0),
+      { ...peer('d', 1, 1), slotChangedAt: 5 },
+      { ...peer('e', 500, 500, false), slotChangedAt: 1 },
+    ]
+    expect([...chooseUnchoked(peers, { slots: 2, seeding: true, policy: 'fleet', rotate: false }).unchoke].sort()).toEqual(['c', 'd'])
+    // a third slot: the unchoked peer that got its slot last keeps it
+    expect([...chooseUnchoked(peers, { slots: 3, seeding: false, policy: 'fleet', rotate: false }).unchoke].sort()).toEqual(['b', 'c', 'd'])
+    // no optimistic slot under fleet
+    expect(chooseUnchoked(peers, { slots: 2, seeding: true, policy: 'fleet', rotate: true }).optimistic).toBeUndefined()
+  })
+})
+
+describe('SeedStripes', () => {
+  const PIECE = 256 * 1024
+  const make = (n: number, held: Set<number>, now = { t: 0 }) =>
+    new SeedStripes<string>({ pieceCount: n, pieceBytes: () => PIECE, held: (i) => held.has(i), now: () => now.t, stripeBytes: 2 * PIECE })
+  const none = () => false
+  const shown = (r: Reveal | undefined) => (r && 'have' in r ? [...r.have] : r ? 'all' : [])
+
+  it('shows each peer its own stripe, two pieces ahead of what it asked for, and never one piece to two peers in the first round', () => {
+    const s = make(10, new Set())
+    expect(shown(s.attach('a', none))).toEqual([0, 1])
+    expect(shown(s.attach('b', none))).toEqual([2, 3])
+    expect(shown(s.requested('a', 0, none))).toEqual([4])
+    expect(shown(s.requested('a', 9, none))).toEqual([]) // not in its stripe: nothing moves
+    expect(shown(s.requested('b', 2, none))).toEqual([5])
+    // a piece the peer has already needs no showing
+    const bHas = (i: number) => i === 6
+    expect(shown(s.requested('b', 3, bHas))).toEqual([7])
+  })
+
+  it('a peer that announces a shown piece instead of asking for it gets the next; one that leaves returns what nobody holds', () => {
+    const held = new Set<number>()
+    const s = make(8, held)
+    expect(shown(s.attach('a', none))).toEqual([0, 1])
+    expect(shown(s.peerHas('a', 1, (i) => i === 1))).toEqual([2])
+    held.add(0) // a announced piece 0 to the seeder and to others
+    s.detach('a')
+    // 1 and 2 were shown to a, which left: shown to the next peer first; 0 is held and spreads from its holder
+    expect(shown(s.attach('b', none))).toEqual([1, 2])
+  })
+
+  it('shows everything once every piece was shown and is held, or a while after the last was first shown', () => {
+    const held = new Set<number>()
+    const now = { t: 0 }
+    const s = make(4, held, now)
+    expect(shown(s.attach('a', none))).toEqual([0, 1])
+    expect(shown(s.attach('b', none))).toEqual([2, 3])
+    expect(s.tick(() => none).size).toBe(0) // every piece shown, none held yet, no time passed
+    now.t = REVEAL_ALL_AFTER_MS
+    const out = s.tick(() => none)
+    expect(s.revealingAll).toBe(true)
+    const toA = out.get('a') as { all: true; except?: PieceSet }
+    expect([0, 1, 2, 3].filter((i) => !toA.except!.has(i))).toEqual([2, 3]) // what a was not shown yet
+    expect(shown(s.attach('c', none))).toBe('all')
+    // and with every piece held, at once
+    const s2 = make(2, new Set([0, 1]))
+    s2.attach('a', none)
+    expect(s2.tick(() => none).get('a')).toMatchObject({ all: true })
+  })
+
+  it('a peer that completes is shown everything at once (so it sees the seeder as a seed)', () => {
+    const s = make(6, new Set())
+    s.attach('a', none)
+    const r = s.peerComplete('a') as { all: true; except?: PieceSet }
+    expect(r.all).toBe(true)
+    expect([0, 1, 2, 3, 4, 5].filter((i) => !r.except!.has(i))).toEqual([2, 3, 4, 5])
   })
 })
 

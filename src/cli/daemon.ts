@@ -18,7 +18,7 @@ import { Command } from 'commander'
 import { startControlServer } from '../control/server.js'
 import { serveSessionMetrics } from '../metrics/metrics-server.js'
 import { deploySucceeded } from '../session/outcome.js'
-import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UPLOADS, Session } from '../session/session.js'
+import { DEFAULT_CHOKING, DEFAULT_MAX_CONNECTIONS, effectiveMaxUploads, Session } from '../session/session.js'
 import type { TorrentStatus } from '../swarm/status.js'
 import { type DeployOutcome, describeThenAction, EXIT_THEN_FAILED, runThenAction, type ThenChoice } from './then-action.js'
 import { loadTorrentFile } from './torrent-file.js'
@@ -118,7 +118,7 @@ export function daemonCommand(name: string): Command {
           log,
           security,
           facts: {
-            maxUploads: options.maxUploads ?? DEFAULT_MAX_UPLOADS,
+            maxUploads: effectiveMaxUploads(options.choking ?? DEFAULT_CHOKING, options.maxUploads, options.maxConnections ?? DEFAULT_MAX_CONNECTIONS),
             maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
             memory: options.memory,
             uploadRate: options.uploadRate ?? 0,

@@ -5,7 +5,8 @@
  */
 import { type Command, Option } from 'commander'
 import pino, { type Logger } from 'pino'
-import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UPLOADS, DEFAULT_PORT, type SessionOptions } from '../session/session.js'
+import { DEFAULT_CHOKING, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UPLOADS, DEFAULT_PORT, type SessionOptions } from '../session/session.js'
+import { CHOKING_POLICIES } from '../swarm/choker.js'
 import { addressKey, parsePeerAddress } from '../swarm/peer-dialer.js'
 import { ipBytes, PeerFilter } from '../swarm/peer-filter.js'
 import { LSD_GROUP, LSD_PORT } from '../services/local-discovery.js'
@@ -20,6 +21,7 @@ export interface SwarmFlags {
   memory: string
   maxUploads?: string
   maxConnections?: string
+  choking: 'fleet' | 'tit-for-tat'
   uploadRate?: string
   slowStart?: boolean
   slowStartPeriod: string
@@ -44,7 +46,12 @@ export function addSwarmOptions(cmd: Command): Command {
     .option('--bind <addr>', 'local address to listen on and connect from (default: all)')
     .option('--peer <host:port>', 'a peer to connect to, for networks without a tracker (repeatable)', collect, [])
     .option('--memory <size>', 'memory for in-flight pieces and the upload cache', '64M')
-    .option('--max-uploads <n>', `unchoke slots per torrent (default ${DEFAULT_MAX_UPLOADS})`)
+    .option('--max-uploads <n>', `unchoke slots per torrent (default: every connected peer with --choking fleet, ${DEFAULT_MAX_UPLOADS} with tit-for-tat)`)
+    .addOption(
+      new Option('--choking <policy>', 'who may download from us: fleet (every interested peer; round-robin when --max-uploads caps the slots) or tit-for-tat (those that give the most, for swarms of strangers)')
+        .choices([...CHOKING_POLICIES])
+        .default(DEFAULT_CHOKING),
+    )
     .option('--max-connections <n>', `peer connections per torrent (default ${DEFAULT_MAX_CONNECTIONS})`)
     .option('--upload-rate <size>', 'upload limit per second for the whole session, e.g. 100M (default: none)')
     .option('--slow-start', 'ramp the upload cap up from the first upload, step by step')
@@ -141,6 +148,7 @@ export function sessionOptions(flags: SwarmFlags, log: Logger): SessionOptions {
     memory: size(flags.memory, '--memory'),
     maxUploads: flags.maxUploads === undefined ? undefined : wholeNumber(flags.maxUploads, '--max-uploads', 1),
     maxConnections: flags.maxConnections === undefined ? undefined : wholeNumber(flags.maxConnections, '--max-connections', 1),
+    choking: flags.choking,
     uploadRate: flags.uploadRate === undefined ? undefined : size(flags.uploadRate, '--upload-rate'),
     slowStart: flags.slowStart
       ? {

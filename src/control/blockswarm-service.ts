@@ -4,7 +4,7 @@
  * daemon facts.
  */
 import { ServerError, type ServiceImplementation, Status } from 'nice-grpc'
-import { DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UPLOADS, DEFAULT_MEMORY, type DonePolicy as SessionDonePolicy } from '../session/session.js'
+import { DEFAULT_CHOKING, DEFAULT_MAX_CONNECTIONS, DEFAULT_MEMORY, effectiveMaxUploads, type DonePolicy as SessionDonePolicy } from '../session/session.js'
 import type { TorrentStatus } from '../swarm/status.js'
 import { VERSION } from '../version.js'
 import type { DonePolicy, TorrentInfo, BlockswarmDefinition } from './blockswarm-wire.js'
@@ -134,7 +134,7 @@ export function blockswarmImplementation(ctx: ControlContext): ServiceImplementa
         version: VERSION,
         listen: ctx.addresses(),
         btPort: session.port,
-        maxUploads: f.maxUploads ?? DEFAULT_MAX_UPLOADS,
+        maxUploads: f.maxUploads ?? effectiveMaxUploads(DEFAULT_CHOKING, undefined, f.maxConnections ?? DEFAULT_MAX_CONNECTIONS),
         maxConnections: f.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
         memory: f.memory ?? DEFAULT_MEMORY,
         uploadRateLimit: f.uploadRate ?? 0,

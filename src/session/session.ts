@@ -28,6 +28,7 @@ import { ReadCache } from '../services/read-cache.js'
 import { DEFAULT_SLOW_START, type SlowStart, slowStartCap, tighterLimit } from '../services/slow-start.js'
 import { TorrentSwarm } from '../swarm/torrent-swarm.js'
 import { SessionError } from './session-error.js'
+import type { ChokingPolicy } from '../swarm/choker.js'
 import type { TorrentStatus } from '../swarm/status.js'
 
 export { SessionError } from './session-error.js'
@@ -35,7 +36,9 @@ export type { DonePolicy } from '../swarm/done-policy.js'
 
 export const DEFAULT_PORT = 6881
 export const DEFAULT_MEMORY = 64 * 1024 * 1024
+/** Unchoke slots per torrent under the 'tit-for-tat' policy; under 'fleet' (the default) every connected peer may be unchoked unless a cap is set. */
 export const DEFAULT_MAX_UPLOADS = 3
+export const DEFAULT_CHOKING: ChokingPolicy = 'fleet'
 /**
  * Peer connections per torrent. EZIO uses 5; for a deploy to hundreds of
  * nodes 25 gives each node enough partners for piece diversity (with 3-4
@@ -43,6 +46,11 @@ export const DEFAULT_MAX_UPLOADS = 3
  * (500 nodes × 25 / 2 ≈ 6 000 connections in the whole swarm).
  */
 export const DEFAULT_MAX_CONNECTIONS = 25
+
+/** The unchoke slots a torrent gets: the cap given, else every connection under 'fleet' and DEFAULT_MAX_UPLOADS under 'tit-for-tat'. */
+export function effectiveMaxUploads(policy: ChokingPolicy, maxUploads: number | undefined, maxConnections: number): number {
+  return maxUploads ?? (policy === 'fleet' ? maxConnections : DEFAULT_MAX_UPLOADS)
+}
 /** Part of the memory budget kept for the upload read cache, at most. */
 const READ_CACHE_MAX = 16 * 1024 * 1024
 
@@ -69,10 +77,12 @@ export interface SessionOptions {
   readonly peers?: readonly string[]
   /** Bytes for in-flight piece buffers and the read cache (default 64 MiB). */
   readonly memory?: number
-  /** Unchoke slots per torrent (default 3). */
+  /** Unchoke slots per torrent (default: see effectiveMaxUploads). */
   readonly maxUploads?: number
   /** Peer connections per torrent (default 25). */
   readonly maxConnections?: number
+  /** Who gets upload slots (choker.ts): 'fleet' (default: every interested peer, round-robin under a cap) or 'tit-for-tat'. */
+  readonly choking?: ChokingPolicy
   /** Session-wide upload limit, bytes/s (0 or absent: none). */
   readonly uploadRate?: number
   /** Ramp the upload cap up from the first upload (true: 10 MiB/s more every 10 s for 10 steps). */
@@ -303,8 +313,9 @@ export class Session extends EventEmitter {
     if (typeof opts?.target !== 'string' || opts.target === '') {
       throw new SessionError('INVALID_ARGUMENT', `torrent ${t.name}: no target given (a block device, image file or extents directory)`)
     }
-    const maxUploads = positiveInt(opts.maxUploads, 'maxUploads') ?? this.opts.maxUploads ?? DEFAULT_MAX_UPLOADS
     const maxConnections = positiveInt(opts.maxConnections, 'maxConnections') ?? this.opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    const choking = this.opts.choking ?? DEFAULT_CHOKING
+    const maxUploads = effectiveMaxUploads(choking, positiveInt(opts.maxUploads, 'maxUploads') ?? this.opts.maxUploads, maxConnections)
     const seedRatio = nonNegative(opts.seedRatio, 'seedRatio')
     const seedIdle = nonNegative(opts.seedIdle, 'seedIdle')
     const peers = [...this.staticPeers, ...peerList(opts.peers, `torrent ${t.name} peers`, this.allowPeers)]
@@ -351,6 +362,7 @@ export class Session extends EventEmitter {
         skipCheck: !!opts.skipCheck,
         maxUploads,
         maxConnections,
+        choking,
         sequential: !!opts.sequential,
         peers,
         trackers: [...new Set([...t.trackers, ...(opts.trackers ?? [])])],

@@ -6,6 +6,7 @@
  * cases, so without this check a deploy would "finish" into a deleted file
  * or past the end of a truncated one and report success.
  */
+import { statSync } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { targetInfo } from './device-size.js'
 import { describeErrno } from './positioned-io.js'
@@ -32,7 +33,8 @@ export class TargetIdentity {
     const where = `${this.path} (the deploy's target)`
     let st
     try {
-      st = await stat(this.path)
+      // checked after every piece: a local stat, synchronous (a tenth of the CPU of the promise's round trip through the thread pool)
+      st = statSync(this.path)
     } catch (err) {
       const { code, text } = describeErrno(err)
       if (code === 'ENOENT') {

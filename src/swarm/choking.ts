@@ -1,11 +1,12 @@
 /**
  * Choking for one torrent: who may download from us, applied to the
- * connected peers. The decision of a round is chooseUnchoked's (choker.ts);
- * here are the rounds (every CHOKE_TICKS ticks, the optimistic slot rotating
- * every third), the free slots given at once to a newly interested peer, and
- * what choking a peer means for its queued requests.
+ * connected peers. The decision of a round is chooseUnchoked's (choker.ts,
+ * under the configured policy); here are the rounds (every CHOKE_TICKS
+ * ticks, the optimistic slot rotating every third), when each peer last got
+ * or lost a slot (for round-robin), the free slots given at once to a newly
+ * interested peer, and what choking a peer means for its queued requests.
  */
-import { chooseUnchoked } from './choker.js'
+import { chooseUnchoked, type ChokingPolicy } from './choker.js'
 import type { PeerConnection } from './peer-connection.js'
 import type { UploadServer } from './upload-server.js'
 
@@ -14,11 +15,13 @@ export const CHOKE_TICKS = 10
 
 export class Choking {
   private optimistic?: PeerConnection
+  /** When each peer last got or lost its slot (for round-robin). */
+  private readonly slotChangedAt = new WeakMap<PeerConnection, number>()
 
   constructor(
     private readonly peers: () => Iterable<PeerConnection>,
     private readonly uploads: UploadServer,
-    private readonly opts: { readonly slots: number; readonly seeding: () => boolean },
+    private readonly opts: { readonly slots: number; readonly policy: ChokingPolicy; readonly seeding: () => boolean },
   ) {}
 
   /** Once a tick: a full round every CHOKE_TICKS ticks. */
@@ -29,14 +32,28 @@ export class Choking {
   private round(rotate: boolean): void {
     const all = [...this.peers()]
     const decision = chooseUnchoked(
-      all.map((p) => ({ peer: p, interested: p.peerInterested, isSeed: p.isSeed, downloadRate: p.download.rate(), uploadRate: p.upload.rate() })),
-      { slots: this.opts.slots, seeding: this.opts.seeding(), optimistic: this.optimistic, rotate },
+      all.map((p) => ({
+        peer: p,
+        interested: p.peerInterested,
+        isSeed: p.isSeed,
+        downloadRate: p.download.rate(),
+        uploadRate: p.upload.rate(),
+        unchoked: !p.amChoking,
+        slotChangedAt: this.slotChangedAt.get(p),
+      })),
+      { slots: this.opts.slots, policy: this.opts.policy, seeding: this.opts.seeding(), optimistic: this.optimistic, rotate },
     )
     this.optimistic = decision.optimistic
     for (const p of all) {
-      if (decision.unchoke.has(p)) p.unchoke()
+      if (decision.unchoke.has(p)) this.unchoke(p)
       else this.choke(p)
     }
+  }
+
+  private unchoke(p: PeerConnection): void {
+    if (!p.amChoking) return
+    p.unchoke()
+    this.slotChangedAt.set(p, performance.now())
   }
 
   /** Give free slots to interested peers at once rather than at the next round. */
@@ -46,7 +63,7 @@ export class Choking {
     for (const p of this.peers()) {
       if (used >= this.opts.slots) return
       if (p.amChoking && p.peerInterested && !p.isSeed) {
-        p.unchoke()
+        this.unchoke(p)
         used++
       }
     }
@@ -56,6 +73,7 @@ export class Choking {
   choke(p: PeerConnection): void {
     if (p.amChoking) return
     p.choke()
+    this.slotChangedAt.set(p, performance.now())
     this.uploads.clear(p)
   }
 

@@ -19,10 +19,14 @@ import type { PiecePicker } from './piece-picker.js'
 import type { PieceSet } from './piece-set.js'
 import type { RateMeter } from './rate-meter.js'
 import type { SwarmContext } from './swarm-context.js'
+import type { Reveal, SeedStripes } from './seed-stripes.js'
 import type { UploadServer } from './upload-server.js'
 import { BLOCK_SIZE, MAX_QUEUED_REQUESTS } from './wire-messages.js'
 
 export const CONNECT_TIMEOUT_MS = 10_000
+
+/** What a peer has, as a predicate (nothing before its bitfield came). */
+const piecesOf = (conn: PeerConnection) => (index: number) => conn.pieces?.has(index) ?? false
 
 export interface PeersDeps {
   readonly torrent: ExtentTorrent
@@ -41,6 +45,8 @@ export interface PeersDeps {
   /** The torrent's payload totals (every peer's bytes are counted here too). */
   readonly downloaded: RateMeter
   readonly uploaded: RateMeter
+  /** A seeding-mode torrent under the fleet policy shows its pieces in stripes (seed-stripes.ts). */
+  readonly stripes?: SeedStripes<PeerConnection>
 }
 
 export class SwarmPeers {
@@ -185,7 +191,9 @@ export class SwarmPeers {
     this.wanted.set(conn, 0)
     if (this.d.downloads.readsPaused) conn.pauseReads()
     this.wireUp(conn)
-    if (this.d.have.count > 0) conn.bitfield(this.d.have.bits)
+    const stripes = this.d.stripes
+    if (stripes && !stripes.revealingAll) this.reveal(conn, stripes.attach(conn, piecesOf(conn)))
+    else if (this.d.have.count > 0) conn.bitfield(this.d.have.bits)
     this.d.log.debug({ peer: conn.address, dir: conn.direction, client: conn.client }, 'peer connected')
     this.d.choking().fillSlots()
     return true
@@ -199,11 +207,11 @@ export class SwarmPeers {
     conn.setRequestTimeout(timeout)
     conn.on('bitfield', (gained: number[]) => {
       for (const i of gained) this.gained(conn, i)
-      this.afterPieces(conn)
+      this.afterPieces(conn, gained)
     })
     conn.on('have', (index: number) => {
       this.gained(conn, index)
-      this.afterPieces(conn)
+      this.afterPieces(conn, [index])
     })
     conn.on('unchoke', () => downloads.fill(conn))
     conn.on('interested', () => this.d.choking().fillSlots())
@@ -211,7 +219,11 @@ export class SwarmPeers {
       this.d.choking().choke(conn)
       this.d.choking().fillSlots()
     })
-    conn.on('request', (index: number, offset: number, length: number) => uploads.request(conn, index, offset, length))
+    conn.on('request', (index: number, offset: number, length: number) => {
+      uploads.request(conn, index, offset, length)
+      const more = this.d.stripes?.requested(conn, index, piecesOf(conn))
+      if (more) this.reveal(conn, more)
+    })
     conn.on('cancel', (index: number, offset: number, length: number) => uploads.cancel(conn, index, offset, length))
     // no requested block for `timeout` ms: take its requests back and leave it one; if that one times out too, drop it
     conn.on('timeout', () => {
@@ -249,10 +261,19 @@ export class SwarmPeers {
     if (!this.d.have.has(index)) this.wanted.set(conn, (this.wanted.get(conn) ?? 0) + 1)
   }
 
-  private afterPieces(conn: PeerConnection): void {
+  private afterPieces(conn: PeerConnection, gained: readonly number[]): void {
+    const stripes = this.d.stripes
+    if (stripes && !stripes.revealingAll) {
+      for (const i of gained) {
+        const more = stripes.peerHas(conn, i, piecesOf(conn))
+        if (more) this.reveal(conn, more)
+      }
+    }
     if (conn.isSeed) {
       this.dialer.markSeed({ host: conn.ip, port: conn.listenPort })
       if (conn.peerId) this.seedsSeen.add(conn.peerId)
+      // a striping seeder first shows it the rest, and lets it close: it must see us as a seed too
+      if (stripes && !stripes.revealingAll) return this.reveal(conn, stripes.peerComplete(conn))
       if (this.d.have.complete) return conn.close('both sides are seeds')
     }
     this.updateInterest(conn)
@@ -277,6 +298,7 @@ export class SwarmPeers {
       for (let i = 0; i < this.d.torrent.pieceCount; i++) if (pieces.has(i)) this.d.picker.peerLost(i)
     }
     this.d.uploads.clear(conn)
+    this.d.stripes?.detach(conn)
     this.d.choking().forget(conn)
     if (this.d.online()) {
       this.d.choking().fillSlots()
@@ -286,6 +308,23 @@ export class SwarmPeers {
 
   // ---------------------------------------------------------------------------
   // What the torrent tells its peers
+
+  /** Once a tick, for a striping seeder: new stripes for peers that need them, or everything to everyone. */
+  stripeTick(): void {
+    const stripes = this.d.stripes
+    if (!stripes || stripes.revealingAll) return
+    for (const [conn, r] of stripes.tick(piecesOf)) if (!conn.closed) this.reveal(conn, r)
+  }
+
+  /** Show a peer pieces of a striping seeder: HAVE for each (a bitfield only if it is the first message). */
+  private reveal(conn: PeerConnection, r: Reveal): void {
+    if ('have' in r) {
+      for (const i of r.have) conn.have(i)
+      return
+    }
+    if (!r.except) return conn.bitfield(this.d.have.bits)
+    for (let i = 0; i < this.d.torrent.pieceCount; i++) if (!r.except.has(i)) conn.have(i)
+  }
 
   /** We verified and wrote a piece: every peer hears of it; interest goes where nothing more is wanted. */
   havePiece(index: number): void {

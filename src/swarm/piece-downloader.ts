@@ -112,11 +112,18 @@ export class PieceDownloader implements DownloadSink {
     const depth = this.depthOf(conn)
     const room = depth - conn.requests
     if (conn.requests > 0 && room < Math.min(REFILL_MAX, depth >> 3)) return
+    const seeds = conn.isSeed ? this.connectedSeeds() : 0
     while (conn.requests < depth) {
-      const next = this.nextBlock(conn)
+      const next = this.nextBlock(conn, seeds)
       if (!next) return
       if (!this.requestBlock(conn, next.piece, next.block)) return
     }
+  }
+
+  private connectedSeeds(): number {
+    let n = 0
+    for (const p of this.hooks.peers()) if (p.isSeed && !p.closed) n++
+    return n
   }
 
   /** Blocks to keep asked of a peer: about a second of its rate (its bandwidth-delay product), within bounds; one while it snubs us. */
@@ -131,11 +138,19 @@ export class PieceDownloader implements DownloadSink {
     this.depth.set(conn, Math.min(conn.maxRequests, Math.max(DEPTH_MIN, Math.min(DEPTH_MAX, want))))
   }
 
-  private nextBlock(conn: PeerConnection): { piece: ActivePiece<PeerConnection>; block: number } | undefined {
+  /**
+   * The next block to ask `conn` for: a block of an open piece it has, else
+   * the first block of a new piece, else (endgame) one already asked of
+   * another peer. From a seed (`seeds` > 0: how many are connected), no
+   * block of a piece another peer has (rarest first picks the pieces only
+   * seeds have first): the seeds' uplink is the swarm's scarcest.
+   */
+  private nextBlock(conn: PeerConnection, seeds: number): { piece: ActivePiece<PeerConnection>; block: number } | undefined {
     const pieces = conn.pieces!
     const has = (i: number) => pieces.has(i)
     for (const ap of this.open) {
       if (!has(ap.index) || this.heldByAnother(ap, conn)) continue
+      if (seeds > 0 && this.picker.availability(ap.index) > seeds) continue // a peer has it: not the seed's uplink
       const b = ap.nextMissing()
       if (b >= 0) return { piece: ap, block: b }
     }
@@ -159,6 +174,7 @@ export class PieceDownloader implements DownloadSink {
     // endgame: every missing piece is in progress; ask for blocks already asked of others
     for (const ap of this.active.values()) {
       if (!has(ap.index) || this.heldByAnother(ap, conn)) continue
+      if (seeds > 0 && this.picker.availability(ap.index) > seeds) continue
       const b = ap.nextDuplicate(conn, ENDGAME_ASKERS)
       if (b >= 0) return { piece: ap, block: b }
     }

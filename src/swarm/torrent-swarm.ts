@@ -19,7 +19,10 @@ import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type { PieceStore } from '../storage/types.js'
 import type { ExtentTorrent } from '../torrent/metainfo.js'
+import type { ChokingPolicy } from './choker.js'
 import { Choking } from './choking.js'
+import { SeedStripes } from './seed-stripes.js'
+import { pieceSize } from '../torrent/piece-map.js'
 import { type DonePolicy, doneReason } from './done-policy.js'
 import type { PeerConnection } from './peer-connection.js'
 import type { PeerAddress } from './peer-dialer.js'
@@ -45,6 +48,8 @@ export interface SwarmOptions {
   readonly skipCheck: boolean
   readonly maxUploads: number
   readonly maxConnections: number
+  /** Who gets the upload slots (choker.ts). */
+  readonly choking?: ChokingPolicy
   readonly sequential: boolean
   /** Static peers, dialed and re-dialed with backoff. */
   readonly peers: readonly PeerAddress[]
@@ -148,8 +153,17 @@ export class TorrentSwarm extends EventEmitter {
       changed: () => this.changed(),
       downloaded: this.downloaded,
       uploaded: this.uploaded,
+      // the golden image's seeder under the fleet policy: every piece out once before any twice
+      stripes:
+        opts.seedingMode && (opts.choking ?? 'fleet') === 'fleet'
+          ? new SeedStripes({ pieceCount: torrent.pieceCount, pieceBytes: (i) => pieceSize(torrent.layout, i), held: (i) => this.picker.availability(i) > 0 })
+          : undefined,
     })
-    this.choking = new Choking(() => this.peers, this.uploads, { slots: opts.maxUploads, seeding: () => this.have.complete })
+    this.choking = new Choking(() => this.peers, this.uploads, {
+      slots: opts.maxUploads,
+      policy: opts.choking ?? 'fleet',
+      seeding: () => this.have.complete,
+    })
     this.policy = opts.policy
     for (const p of opts.peers) this.peers.dialer.add(p, 'static')
   }
@@ -284,6 +298,7 @@ export class TorrentSwarm extends EventEmitter {
     if (!this.online) return
     this.ticks++
     this.peers.dial()
+    this.peers.stripeTick()
     for (const p of this.peers) this.downloads.retune(p)
     this.choking.tick(this.ticks)
     this.downloads.fillAll()
