@@ -11,6 +11,7 @@ import { DEPTH_MIN } from '../../src/swarm/piece-downloader.js'
 import { PiecePicker } from '../../src/swarm/piece-picker.js'
 import { PieceSet } from '../../src/swarm/piece-set.js'
 import { RateMeter } from '../../src/swarm/rate-meter.js'
+import type { SeedStripes } from '../../src/swarm/seed-stripes.js'
 import { mulberry32 } from '../lib/random.js'
 import type { Timed } from './events.js'
 import type { Flow } from './network.js'
@@ -203,6 +204,8 @@ export class SimNode {
   memoryStarved = false
   fillScheduled = false
   optimistic?: Conn
+  /** A seeder's stripes (seed-stripes.ts), under the fleet policy. */
+  stripes?: SeedStripes<Conn>
   ticks = 0
   online = false
   alive = true

@@ -4,9 +4,10 @@
  * and PieceSet, chooses whom to unchoke with chooseUnchoked (choker.ts, under
  * the engine's default choking policy unless told otherwise) on the cadence
  * of choking.ts (CHOKE_TICKS), keeps its addresses in a PeerDialer
- * (peer-dialer.ts), measures rates with RateMeter and decides when it is done
- * seeding with doneReason (done-policy.ts) — the modules themselves, driven by
- * a simulated clock. What the engine does around them with sockets is
+ * (peer-dialer.ts), measures rates with RateMeter, decides when it is done
+ * seeding with doneReason (done-policy.ts), and a seeder under the fleet
+ * policy shows its pieces in stripes with SeedStripes (seed-stripes.ts) — the
+ * modules themselves, driven by a simulated clock. What the engine does around them with sockets is
  * modelled here, message by message, each message arriving one one-way delay
  * later: requests as piece-downloader.ts makes them (open pieces first, then
  * the picker's rarest new piece within the memory budget, then endgame
@@ -29,6 +30,7 @@ import { IDLE_TIMEOUT_MS, REQUEST_TIMEOUT_MS } from '../../src/swarm/peer-connec
 import type { PeerAddress } from '../../src/swarm/peer-dialer.js'
 import { DEPTH_MAX, DEPTH_MIN, DEPTH_SECONDS, ENDGAME_ASKERS, REFILL_MAX } from '../../src/swarm/piece-downloader.js'
 import { CONNECT_TIMEOUT_MS } from '../../src/swarm/peers.js'
+import { type Reveal, SeedStripes } from '../../src/swarm/seed-stripes.js'
 import { BLOCK_SIZE } from '../../src/swarm/wire-messages.js'
 import { mulberry32 } from '../lib/random.js'
 import { EventQueue, TimedHeap } from './events.js'
@@ -176,6 +178,10 @@ class Swarm {
           n.picker.setDone(i)
         }
         n.finishedAt = 0
+        // the golden image's seeder under the fleet policy (torrent-swarm.ts): every piece out once before any twice
+        if (this.choking === 'fleet') {
+          n.stripes = new SeedStripes({ pieceCount: this.pieceCount, pieceBytes: (i) => this.pieceLength(i), held: (i) => n.picker.availability(i) > 0, now: this.clockMs })
+        }
       } else {
         this.pending++
       }
@@ -268,6 +274,7 @@ class Swarm {
     if (!n.online) return
     n.ticks++
     this.dial(n)
+    if (n.stripes && !n.stripes.revealingAll) for (const [c, r] of n.stripes.tick((c) => c.into(n).has)) if (c.open) this.reveal(c, n, r)
     for (const c of n.conns) this.retune(c.into(n))
     this.requestTimeouts(n)
     if (n.ticks % CHOKE_TICKS === 1) this.chokeRound(n, n.ticks % (CHOKE_TICKS * 3) === 1)
@@ -360,22 +367,37 @@ class Swarm {
     const c = new Conn(n, b, this.pieceCount, this.clockMs)
     n.conns.push(c)
     b.conns.push(c)
-    for (const [x, y] of [
-      [n, b],
-      [b, n],
-    ] as const) {
-      const h = c.outOf(x)
-      h.lastBlockAt = this.now
-      if (x.have.count === 0) continue
-      const bits = Buffer.from(x.have.bits)
-      this.send(x, y, () => {
-        if (!c.open) return
-        for (let i = 0; i < this.pieceCount; i++) if ((bits[i >> 3] & (0x80 >> (i & 7))) !== 0) this.gained(h, i)
-        this.afterPieces(h)
-      })
+    for (const x of [n, b]) {
+      c.outOf(x).lastBlockAt = this.now
+      if (x.stripes && !x.stripes.revealingAll) this.reveal(c, x, x.stripes.attach(c, c.into(x).has))
+      else if (x.have.count > 0) this.tellPieces(c, x, this.held(x))
     }
     this.fillSlots(n)
     this.fillSlots(b)
+  }
+
+  private held(x: SimNode): number[] {
+    const out: number[] = []
+    for (let i = 0; i < this.pieceCount; i++) if (x.have.has(i)) out.push(i)
+    return out
+  }
+
+  /** A bitfield or HAVEs from `x` over `c`: the other side learns these pieces one one-way delay from now. */
+  private tellPieces(c: Conn, x: SimNode, pieces: readonly number[]): void {
+    if (pieces.length === 0) return
+    const h = c.outOf(x)
+    this.send(x, h.to, () => {
+      if (!c.open) return
+      const gained = pieces.filter((i) => this.gained(h, i))
+      this.afterPieces(h, gained)
+    })
+  }
+
+  /** What a striping seeder (seed-stripes.ts) shows a peer: HAVEs, or everything (all but what it was shown already). */
+  private reveal(c: Conn, x: SimNode, r: Reveal): void {
+    if ('have' in r) return this.tellPieces(c, x, r.have)
+    const except = r.except
+    this.tellPieces(c, x, except ? this.held(x).filter((i) => !except.has(i)) : this.held(x))
   }
 
   /** peers.ts detach(), on both sides at once. */
@@ -389,6 +411,7 @@ class Swarm {
       this.dropAll(h)
       for (let i = 0; i < this.pieceCount; i++) if (h.known.has(i)) x.picker.peerLost(i)
       this.stopFlow(c.outOf(x))
+      x.stripes?.detach(c)
       if (x.optimistic === c) x.optimistic = undefined
     }
     c.a.dialer.closed(c.b.address, false)
@@ -402,18 +425,29 @@ class Swarm {
   // ---------------------------------------------------------------------------
   // What peers have, and interest (peers.ts)
 
-  private gained(h: Half, i: number): void {
-    if (h.known.has(i)) return
+  /** The receiver of `h` learns that its sender has piece `i`; false if it knew. */
+  private gained(h: Half, i: number): boolean {
+    if (h.known.has(i)) return false
     h.known.add(i)
     h.to.picker.peerHas(i)
     if (!h.to.have.has(i)) h.wanted++
+    return true
   }
 
-  private afterPieces(h: Half): void {
+  private afterPieces(h: Half, gained: readonly number[]): void {
     const r = h.to
+    const stripes = r.stripes
+    if (stripes && !stripes.revealingAll) {
+      for (const i of gained) {
+        const more = stripes.peerHas(h.conn, i, h.has)
+        if (more) this.reveal(h.conn, r, more)
+      }
+    }
     if (h.known.complete) {
       r.dialer.markSeed(h.from.address)
       r.seedsSeen.add(h.from.id)
+      // a striping seeder shows a peer that completed the rest, and lets it close
+      if (stripes && !stripes.revealingAll) return this.reveal(h.conn, r, stripes.peerComplete(h.conn))
       if (r.complete) return this.close(h.conn)
     }
     this.updateInterest(h)
@@ -441,12 +475,7 @@ class Swarm {
     for (const c of r.conns) {
       const hin = c.into(r)
       if (hin.known.has(i) && --hin.wanted === 0) this.updateInterest(hin)
-      const hout = c.outOf(r)
-      this.send(r, hout.to, () => {
-        if (!c.open) return
-        this.gained(hout, i)
-        this.afterPieces(hout)
-      })
+      this.tellPieces(c, r, [i])
     }
     if (r.complete) this.becomeComplete(r)
     else if (r.memoryStarved) {
@@ -657,6 +686,13 @@ class Swarm {
   private requested(h: Half, keys: number[]): void {
     if (!h.conn.open || h.amChoking || !h.to.alive) return
     for (const k of keys) h.queue.push(k)
+    const stripes = h.from.stripes
+    if (stripes && !stripes.revealingAll) {
+      for (const k of keys) {
+        const more = stripes.requested(h.conn, k >>> this.unitShift, h.conn.into(h.from).has)
+        if (more) this.reveal(h.conn, h.from, more)
+      }
+    }
     if (h.current < 0) this.nextTransfer(h)
   }
 
