@@ -10,6 +10,7 @@ import { ActivePiece, BLOCK_SIZE } from '../src/swarm/active-piece.js'
 import { BanList } from '../src/swarm/ban-list.js'
 import { chooseUnchoked, type ChokeCandidate } from '../src/swarm/choker.js'
 import type { PieceSet } from '../src/swarm/piece-set.js'
+import { dialLimit } from '../src/swarm/peers.js'
 import { type Reveal, REVEAL_ALL_AFTER_MS, SeedStripes } from '../src/swarm/seed-stripes.js'
 import { clientName, makePeerId } from '../src/swarm/client-name.js'
 import { doneReason } from '../src/swarm/done-policy.js'
@@ -142,6 +143,16 @@ describe('chooseUnchoked', () => {
     expect([...chooseUnchoked(peers, { slots: 3, seeding: false, policy: 'fleet', rotate: false }).unchoke].sort()).toEqual(['b', 'c', 'd'])
     // no optimistic slot under fleet
     expect(chooseUnchoked(peers, { slots: 2, seeding: true, policy: 'fleet', rotate: true }).optimistic).toBeUndefined()
+  })
+})
+
+describe('dialLimit', () => {
+  it('dials every peer of a small limit; of a larger one few enough that two ends of every dial stay under the limit (room for latecomers)', () => {
+    for (const n of [1, 2, 5, 8, 16]) expect(dialLimit(n)).toBe(n)
+    for (const n of [17, 25, 50, 200]) {
+      expect(dialLimit(n)).toBeGreaterThanOrEqual(8) // ≥ ln(1000) + a margin distinct sources
+      expect(2 * dialLimit(n)).toBeLessThan(n + 1)
+    }
   })
 })
 

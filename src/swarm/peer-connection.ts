@@ -594,14 +594,20 @@ export class PeerConnection extends EventEmitter {
     this.write(out)
   }
 
-  /** Every write of a tick leaves in one: the socket is corked until the tick ends. What the small buffer gathered goes first. */
+  /**
+   * Every write of one turn of the event loop leaves in one: the socket is
+   * corked until the loop's check phase (setImmediate), so the blocks an
+   * upload serves from the read cache in one turn (each after an await that
+   * resolves at once) go out in one writev, not one system call each. What
+   * the small buffer gathered goes first.
+   */
   private write(bytes: Uint8Array): void {
     if (this.socket.destroyed) return
     if (this.smallLength > 0) this.flushSmall()
     if (!this.corked) {
       this.corked = true
       this.socket.cork()
-      process.nextTick(() => {
+      setImmediate(() => {
         this.corked = false
         this.socket.uncork()
       })

@@ -112,18 +112,20 @@ export class PieceDownloader implements DownloadSink {
     const depth = this.depthOf(conn)
     const room = depth - conn.requests
     if (conn.requests > 0 && room < Math.min(REFILL_MAX, depth >> 3)) return
-    const seeds = conn.isSeed ? this.connectedSeeds() : 0
+    const fromSeed = conn.isSeed
     while (conn.requests < depth) {
-      const next = this.nextBlock(conn, seeds)
+      const next = this.nextBlock(conn, fromSeed)
       if (!next) return
       if (!this.requestBlock(conn, next.piece, next.block)) return
     }
   }
 
-  private connectedSeeds(): number {
-    let n = 0
-    for (const p of this.hooks.peers()) if (p.isSeed && !p.closed) n++
-    return n
+  /** Whether a peer that is not a seed can send us this piece now: it has it, unchokes us and answers (not a dead or choking one). */
+  private peerCanServe(index: number): boolean {
+    for (const p of this.hooks.peers()) {
+      if (!p.isSeed && !p.closed && !p.peerChoking && !p.snubbed && p.pieces?.has(index)) return true
+    }
+    return false
   }
 
   /** Blocks to keep asked of a peer: about a second of its rate (its bandwidth-delay product), within bounds; one while it snubs us. */
@@ -141,16 +143,16 @@ export class PieceDownloader implements DownloadSink {
   /**
    * The next block to ask `conn` for: a block of an open piece it has, else
    * the first block of a new piece, else (endgame) one already asked of
-   * another peer. From a seed (`seeds` > 0: how many are connected), no
-   * block of a piece another peer has (rarest first picks the pieces only
-   * seeds have first): the seeds' uplink is the swarm's scarcest.
+   * another peer. From a seed, no block of a piece that a peer which is
+   * not a seed can send us now (rarest first picks the pieces only seeds
+   * have first): the seeds' uplink is the swarm's scarcest.
    */
-  private nextBlock(conn: PeerConnection, seeds: number): { piece: ActivePiece<PeerConnection>; block: number } | undefined {
+  private nextBlock(conn: PeerConnection, fromSeed: boolean): { piece: ActivePiece<PeerConnection>; block: number } | undefined {
     const pieces = conn.pieces!
     const has = (i: number) => pieces.has(i)
     for (const ap of this.open) {
       if (!has(ap.index) || this.heldByAnother(ap, conn)) continue
-      if (seeds > 0 && this.picker.availability(ap.index) > seeds) continue // a peer has it: not the seed's uplink
+      if (fromSeed && this.peerCanServe(ap.index)) continue // a peer can send it: not the seed's uplink
       const b = ap.nextMissing()
       if (b >= 0) return { piece: ap, block: b }
     }
@@ -174,7 +176,7 @@ export class PieceDownloader implements DownloadSink {
     // endgame: every missing piece is in progress; ask for blocks already asked of others
     for (const ap of this.active.values()) {
       if (!has(ap.index) || this.heldByAnother(ap, conn)) continue
-      if (seeds > 0 && this.picker.availability(ap.index) > seeds) continue
+      if (fromSeed && this.peerCanServe(ap.index)) continue
       const b = ap.nextDuplicate(conn, ENDGAME_ASKERS)
       if (b >= 0) return { piece: ap, block: b }
     }
