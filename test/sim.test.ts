@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest'
 import { DEFAULT_CHOKING } from '../src/session/session.js'
 import { CHOKING_POLICIES } from '../src/swarm/choker.js'
+import { REQUEST_TIMEOUT_MS } from '../src/swarm/peer-connection.js'
 import { lowerBound, unicastTime } from '../tools/sim/bound.js'
 import { Network, type Flow } from '../tools/sim/network.js'
 import { scenario } from '../tools/sim/scenarios.js'
@@ -128,6 +129,22 @@ describe('simulate', () => {
       expect(s.finished, choking).toBe(14)
       expect(s.last, choking).toBeGreaterThanOrEqual(lowerBound(4 * MiB, nodes))
     }
+  })
+
+  it('latecomers find room: outgoing connections within dialLimit, so 40 nodes on 25 connections finish together', () => {
+    // every node dialing up to the limit: the first up fill each other's slots and latecomers find none (last 1.4 × median before)
+    const nodes = [seeder(), ...Array.from({ length: 40 }, (_, i) => node(C, { joinAt: (i % 10) * 0.05 }))]
+    const s = summarize(simulate(swarm(nodes, { maxConnections: 25, slots: 25 })))
+    expect(s.finished).toBe(40)
+    expect(s.last).toBeLessThan(1.2 * s.median)
+  })
+
+  it('a node that dies silently holds up the pieces only it had for one request timeout, not until its connections close', () => {
+    // from the seeder, a piece is skipped only while a peer can send it now: the dead one stops counting once snubbed
+    const nodes = [seeder(), ...Array.from({ length: 6 }, (_, i) => node(C, i === 0 ? { dieAt: 2 } : {}))]
+    const s = summarize(simulate(swarm(nodes, { death: 'silent' })))
+    expect(s.finished).toBe(5)
+    expect(s.last).toBeLessThan(REQUEST_TIMEOUT_MS / 1000 + (2 * 4 * MiB) / C)
   })
 
   it('the same seed, the same run; another seed, another run', () => {

@@ -4,13 +4,15 @@
  *
  *   npm run sim -- [--scenario all|equal,slow,late,dying,seeders,bench] [--nodes 1,2,4,…]
  *                  [--size 116M] [--piece-size 256K] [--unit 32K] [--rate 100mbit] [--seeder-rate RATE] [--goodput 0.96]
- *                  [--slots 4] [--connections 8] [--choking fleet|tit-for-tat] [--rtt 1ms] [--startup 0.3] [--seed-idle 5] [--death silent|reset]
- *                  [--epoch S] [--seed N] [--bench-csv FILE] [--plot docs/swarm-scaling.png | --no-plot] [--markdown]
+ *                  [--slots 0] [--connections 25] [--choking fleet|tit-for-tat] [--rtt 1ms] [--startup 0.3] [--seed-idle 5] [--death silent|reset]
+ *                  [--epoch S] [--seed N] [--bench-csv FILE]… [--plot docs/swarm-scaling.png | --no-plot] [--markdown]
  *
  * Defaults are bench:swarm's image and links (a 128 MiB ext4 image holds
  * ~116 MiB of used blocks; 256 KiB pieces; 100 Mbit links carrying 96% of
- * that as TCP goodput, as the bench measures) with 8 connections and 4
- * upload slots per node, and the engine's default choking policy. T* = max(S/C_seed, S/C, N·S/(C_seed + N·C)) as
+ * that as TCP goodput, as the bench measures) and the engine's defaults, as
+ * bench:swarm runs it: 25 connections per node (DEFAULT_MAX_CONNECTIONS),
+ * the default choking policy and its upload slots (--slots 0: under 'fleet'
+ * every interested peer). T* = max(S/C_seed, S/C, N·S/(C_seed + N·C)) as
  * tools/bench/swarm.ts prints it (bound.ts: generalised to unequal links,
  * late joins and deaths); unicast = N·S/C_seed.
  *
@@ -20,11 +22,12 @@
  * '# sim: OPTIONS' says how to simulate what the bench ran (its rate, size,
  * slots, connections). The `bench` scenario runs those N on equal links with
  * those options and that startup, and prints sim and bench side by side;
- * the plot gets the bench's points.
+ * the plot gets the bench's points. --bench-csv may be given more than once
+ * (e.g. one file per link rate): a table and a pair of lines per file.
  */
 import { readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError, Option } from 'commander'
-import { DEFAULT_CHOKING, effectiveMaxUploads } from '../../src/session/session.js'
+import { DEFAULT_CHOKING, DEFAULT_MAX_CONNECTIONS, effectiveMaxUploads } from '../../src/session/session.js'
 import { CHOKING_POLICIES, type ChokingPolicy } from '../../src/swarm/choker.js'
 import { BLOCK_SIZE } from '../../src/swarm/wire-messages.js'
 import { type Point, writeChartPng } from './plot.js'
@@ -178,8 +181,8 @@ function command(): Command {
     .option('--rate <rate>', "every node's link, both ways (tc's form)", bitsArg, bitsArg('100mbit'))
     .option('--seeder-rate <rate>', "the seeders' links (default: --rate)", bitsArg)
     .option('--goodput <fraction>', 'TCP payload carried per link bit (bench:swarm measures 0.96)', numberArg, 0.96)
-    .option('--slots <n>', "unchoke slots per node (--max-uploads; 0: the engine's default for the policy)", slotsArg, 4)
-    .option('--connections <n>', 'connections per node (--max-connections)', countArg, 8)
+    .option('--slots <n>', "unchoke slots per node (--max-uploads; 0: the engine's default for the policy)", slotsArg, 0)
+    .option('--connections <n>', 'connections per node (--max-connections)', countArg, DEFAULT_MAX_CONNECTIONS)
     .addOption(new Option('--choking <policy>', 'who gets the upload slots (--choking)').choices([...CHOKING_POLICIES]).default(DEFAULT_CHOKING))
     .option('--rtt <time>', 'round trip between two nodes', secondsArg, secondsArg('1ms'))
     .option('--startup <s>', 'median startup per node (drawn from [0, 2 × this])', numberArg, 0.3)
@@ -187,7 +190,11 @@ function command(): Command {
     .addOption(new Option('--death <how>', 'how a dying node dies: silent (power cut) or reset (connections closed)').choices(['silent', 'reset']).default('silent'))
     .option('--epoch <s>', 'rates are recomputed at most this often (default: half a unit’s time on a link)', numberArg)
     .option('--seed <n>', 'random seed', countArg, 1)
-    .option('--bench-csv <file>', "bench:swarm's measured rows (N,last,T*[,unicast][,startup]; a '# sim: OPTIONS' line gives its settings) for the bench scenario and the plot")
+    .option(
+      '--bench-csv <file>',
+      "bench:swarm's measured rows (N,last,T*[,unicast][,startup]; a '# sim: OPTIONS' line gives its settings) for the bench scenario and the plot; may be repeated",
+      (file: string, files: string[] = []) => [...files, file],
+    )
     .option('--plot <file>', 'write the scaling plot here (PNG)', 'docs/swarm-scaling.png')
     .option('--no-plot', 'no plot')
     .option('--markdown', 'print the tables as Markdown')
@@ -221,7 +228,7 @@ function describe(base: Base, o: Opts): string {
   return (
     `S = ${f1(base.size / MiB)} MiB in ${Math.ceil(base.size / base.pieceSize)} pieces of ${base.pieceSize / 1024} KiB; ` +
     `links ${o.rate / 1e6} Mbit (goodput C = ${f1(base.rate / 1e6)} MB/s${o.seederRate ? `, seeder ${f1(base.seederRate / 1e6)} MB/s` : ''}); ` +
-    `${base.connections} connections, ${base.slots} upload slots per node, choking ${base.choking}; RTT ${base.rtt * 1000} ms; startup ~${base.startup} s; seed-idle ${base.seedIdle} s`
+    `${base.connections} connections per node, ${base.choking === 'fleet' && base.slots >= base.connections ? 'every interested peer unchoked' : `${base.slots} upload slots`}, choking ${base.choking}; RTT ${base.rtt * 1000} ms; startup ~${base.startup} s; seed-idle ${base.seedIdle} s`
   )
 }
 
@@ -229,34 +236,43 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2)
   const o = command().parse(argv, { from: 'user' }).opts()
   const base = baseOf(o)
-  const bench = o.benchCsv ? readBenchCsv(o.benchCsv) : undefined
-  const wanted: string[] = o.scenario === 'all' ? [...SCENARIOS.map((s) => s.name), ...(bench ? ['bench'] : [])] : o.scenario.split(',')
+  const benches = ((o.benchCsv ?? []) as string[]).map((file) => ({ file, ...readBenchCsv(file) }))
+  const wanted: string[] = o.scenario === 'all' ? [...SCENARIOS.map((s) => s.name), ...(benches.length > 0 ? ['bench'] : [])] : o.scenario.split(',')
   for (const w of wanted) if (w !== 'bench') scenario(w)
-  if (wanted.includes('bench') && !bench) throw new Error('the bench scenario needs --bench-csv FILE')
+  if (wanted.includes('bench') && benches.length === 0) throw new Error('the bench scenario needs --bench-csv FILE')
   const subtitle: string[] = []
   if (wanted.some((w) => w !== 'bench')) {
     process.stdout.write(`${describe(base, o)}\n`)
     subtitle.push(`sim: ${describe(base, o)}`)
   }
   const points: Point[] = []
+  /** The bench's own settings (its '# sim:' line) over the command line's, and a name for its lines in the plot (by link rate when there are several files). */
+  const benchSetup = (bench: (typeof benches)[number]) => {
+    const bo = command().parse([...argv, ...bench.settings], { from: 'user' }).opts()
+    const tag = benches.length > 1 ? `, ${bo.rate / 1e6} Mbit` : ''
+    return { bo, bb: baseOf(bo), tag }
+  }
+  const measuredPoints = (bench: (typeof benches)[number], tag: string) => {
+    for (const b of bench.rows) points.push({ series: `bench:swarm (measured${tag})`, n: b.n, ratio: b.last / b.tStar })
+    for (const b of bench.rows) if (b.unicast !== undefined) points.push({ series: `unicast, bench:swarm (measured${tag})`, n: b.n, ratio: b.unicast / b.tStar })
+  }
   for (const name of wanted) {
     if (name === 'bench') {
-      // the bench's own settings (its '# sim:' line) over the command line's
-      const bo = command().parse([...argv, ...bench!.settings], { from: 'user' }).opts()
-      const bb = baseOf(bo)
-      process.stdout.write(`\nbench:swarm's settings (${o.benchCsv}): ${describe(bb, bo)}\n`)
-      const header = ['N', 'sim last s', 'bench last s', 'sim/bench', 'sim T* s', 'bench T* s', 'sim last/T*', 'bench last/T*', 'startup s']
-      const rows: string[][] = []
-      for (const b of bench!.rows) {
-        const startup = b.startup ?? bb.startup
-        const row = runOne('equal', b.n, { ...bb, startup })
-        rows.push([String(b.n), f1(row.last), f1(b.last), f2(row.last / b.last), f1(row.tStar), f1(b.tStar), f2(row.ratio), f2(b.last / b.tStar), f1(startup)])
-        points.push({ series: "sim: bench:swarm's settings", n: b.n, ratio: row.ratio })
+      for (const bench of benches) {
+        const { bo, bb, tag } = benchSetup(bench)
+        process.stdout.write(`\nbench:swarm's settings (${bench.file}): ${describe(bb, bo)}\n`)
+        const header = ['N', 'sim last s', 'bench last s', 'sim/bench', 'sim T* s', 'bench T* s', 'sim last/T*', 'bench last/T*', 'startup s']
+        const rows: string[][] = []
+        for (const b of bench.rows) {
+          const startup = b.startup ?? bb.startup
+          const row = runOne('equal', b.n, { ...bb, startup })
+          rows.push([String(b.n), f1(row.last), f1(b.last), f2(row.last / b.last), f1(row.tStar), f1(b.tStar), f2(row.ratio), f2(b.last / b.tStar), f1(startup)])
+          points.push({ series: `sim: bench:swarm's settings${tag}`, n: b.n, ratio: row.ratio })
+        }
+        printTable(`bench: the simulator beside bench:swarm's measured last finish (${bench.file})`, header, rows, o.markdown === true)
+        subtitle.push(`bench:swarm and "sim: bench:swarm's settings${tag}": ${describe(bb, bo)} (${bench.file})`)
+        measuredPoints(bench, tag)
       }
-      printTable(`bench: the simulator beside bench:swarm's measured last finish`, header, rows, o.markdown === true)
-      subtitle.push(`bench:swarm and "sim: bench:swarm's settings": ${describe(bb, bo)} (${o.benchCsv})`)
-      for (const b of bench!.rows) points.push({ series: 'bench:swarm (measured)', n: b.n, ratio: b.last / b.tStar })
-      for (const b of bench!.rows) if (b.unicast !== undefined) points.push({ series: 'unicast, bench:swarm (measured)', n: b.n, ratio: b.unicast / b.tStar })
       continue
     }
     const sc = scenario(name)
@@ -266,10 +282,11 @@ async function main(): Promise<void> {
     for (const r of rows) points.push({ series: `sim: ${sc.short}`, n: r.n, ratio: r.ratio })
     if (name === 'equal') for (const r of rows) points.push({ series: 'unicast, N·S/C_seed', n: r.n, ratio: r.unicastRatio })
   }
-  if (bench && !wanted.includes('bench')) {
-    for (const b of bench.rows) points.push({ series: 'bench:swarm (measured)', n: b.n, ratio: b.last / b.tStar })
-    for (const b of bench.rows) if (b.unicast !== undefined) points.push({ series: 'unicast, bench:swarm (measured)', n: b.n, ratio: b.unicast / b.tStar })
-    subtitle.push(`bench:swarm: ${o.benchCsv}`)
+  if (!wanted.includes('bench')) {
+    for (const bench of benches) {
+      measuredPoints(bench, benchSetup(bench).tag)
+      subtitle.push(`bench:swarm: ${bench.file}`)
+    }
   }
   if (o.plot && points.length > 0) {
     await writeChartPng(o.plot, points, 'blockswarm: last finish / T* against N', subtitle)

@@ -11,9 +11,10 @@
  * modelled here, message by message, each message arriving one one-way delay
  * later: requests as piece-downloader.ts makes them (open pieces first, then
  * the picker's rarest new piece within the memory budget, then endgame
- * duplicates; its depth, refill and endgame numbers), choke/interest/have and
- * connections as peers.ts and choking.ts handle them, request and idle
- * timeouts as peer-connection.ts's.
+ * duplicates; from a seed, nothing another peer can send now; its depth,
+ * refill and endgame numbers), choke/interest/have and connections as
+ * peers.ts and choking.ts handle them (outgoing ones within peers.ts's
+ * dialLimit), request and idle timeouts as peer-connection.ts's.
  *
  * Data moves in units of a few 16 KiB blocks (one request per unit): a unit
  * is on the wire from its sender's upload queue at the flow's max-min fair
@@ -29,7 +30,7 @@ import { type DonePolicy, doneReason } from '../../src/swarm/done-policy.js'
 import { IDLE_TIMEOUT_MS, REQUEST_TIMEOUT_MS } from '../../src/swarm/peer-connection.js'
 import type { PeerAddress } from '../../src/swarm/peer-dialer.js'
 import { DEPTH_MAX, DEPTH_MIN, DEPTH_SECONDS, ENDGAME_ASKERS, REFILL_MAX } from '../../src/swarm/piece-downloader.js'
-import { CONNECT_TIMEOUT_MS } from '../../src/swarm/peers.js'
+import { CONNECT_TIMEOUT_MS, dialLimit } from '../../src/swarm/peers.js'
 import { type Reveal, SeedStripes } from '../../src/swarm/seed-stripes.js'
 import { BLOCK_SIZE } from '../../src/swarm/wire-messages.js'
 import { mulberry32 } from '../lib/random.js'
@@ -340,9 +341,13 @@ class Swarm {
   // ---------------------------------------------------------------------------
   // Connections (peers.ts)
 
+  /** peers.ts dial(): within the connection limit, and outgoing connections (the dialer is a connection's `a`) within dialLimit, the rest kept for peers that dial us. */
   private dial(n: SimNode): void {
     if (!n.online) return
-    const room = this.opts.maxConnections - n.conns.length - n.connecting
+    const max = this.opts.maxConnections
+    let outgoing = 0
+    for (const c of n.conns) if (c.a === n) outgoing++
+    const room = Math.min(max - n.conns.length, dialLimit(max) - outgoing) - n.connecting
     if (room <= 0) return
     const due = n.dialer.due(room, (a) => (n.complete && a.seed) || n.connectedTo(Number(a.host)))
     for (const a of due) {
@@ -581,9 +586,9 @@ class Swarm {
     const batch = Math.max(1, Math.ceil(Math.min(REFILL_MAX, depthBlocks >> 3) / this.unitBlocks))
     if (n > 0 && depth - n < batch) return
     let keys: number[] | undefined
-    const seeds = h.known.complete ? this.connectedSeeds(r) : 0
+    const fromSeed = h.known.complete
     while (h.outstanding.size < depth) {
-      const key = this.nextUnit(r, h, seeds)
+      const key = this.nextUnit(r, h, fromSeed)
       if (key < 0) break
       if (h.outstanding.size === 0) h.lastBlockAt = this.now
       h.outstanding.add(key)
@@ -595,22 +600,29 @@ class Swarm {
     }
   }
 
-  private connectedSeeds(r: SimNode): number {
-    let n = 0
-    for (const c of r.conns) if (c.into(r).known.complete) n++
-    return n
+  /**
+   * piece-downloader.ts peerCanServe(): a connected peer of `r` that is not
+   * a seed can send piece `i` now: it has it, does not choke `r` and is not
+   * snubbed (a dead peer is, after its request timeout), its connection open.
+   */
+  private peerCanServe(r: SimNode, i: number): boolean {
+    for (const c of r.conns) {
+      const h = c.into(r)
+      if (c.open && !h.known.complete && !h.peerChoking && !h.snubbed && h.known.has(i)) return true
+    }
+    return false
   }
 
   /**
    * The next unit to ask of `h`'s sender: open pieces first, then the
    * picker's rarest new piece (memory allowing), then endgame duplicates;
-   * from a seed (`seeds` > 0 connected), no unit of a piece some other peer
-   * has (piece-downloader.ts nextBlock).
+   * from a seed, no unit of a piece that a peer which is not a seed can send
+   * now (piece-downloader.ts nextBlock).
    */
-  private nextUnit(r: SimNode, h: Half, seeds: number): number {
+  private nextUnit(r: SimNode, h: Half, fromSeed: boolean): number {
     for (const ap of r.open) {
       if (!h.known.has(ap.index)) continue
-      if (seeds > 0 && r.picker.availability(ap.index) > seeds) continue
+      if (fromSeed && this.peerCanServe(r, ap.index)) continue
       const u = ap.nextMissing()
       if (u >= 0) return this.take(r, ap, u, h)
     }
@@ -629,7 +641,7 @@ class Swarm {
     }
     for (const ap of r.active.values()) {
       if (!h.known.has(ap.index)) continue
-      if (seeds > 0 && r.picker.availability(ap.index) > seeds) continue
+      if (fromSeed && this.peerCanServe(r, ap.index)) continue
       const u = ap.nextDuplicate(h, ENDGAME_ASKERS)
       if (u >= 0) return this.take(r, ap, u, h)
     }
