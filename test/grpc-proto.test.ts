@@ -41,6 +41,8 @@ function status(over: Partial<TorrentStatus> = {}): TorrentStatus {
     totalDownloaded: 2.5 * GiB + 16384,
     totalUploaded: 7,
     totalReused: 0,
+    totalChecked: 0,
+    checkPending: 0,
     peers: 3,
     seeds: 1,
     startedAt: 1_000_000,

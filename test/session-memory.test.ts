@@ -4,12 +4,12 @@
  */
 import { createHash } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Session, type StoreOpener } from '../src/session/session.js'
+import type { StoreOpener } from '../src/session/session.js'
 import { MemoryStore } from '../src/storage/memory-store.js'
 import { gapsOf } from '../src/torrent/extents.js'
 import { buildTorrent } from '../src/torrent/metainfo.js'
-import { waitStatus } from './helpers/grpc-fixtures.js'
-import { cleanupAll, onCleanup, pseudoRandom } from './helpers/sys.js'
+import { memorySeederAndLeecher, waitStatus } from './helpers/grpc-fixtures.js'
+import { cleanupAll, pseudoRandom } from './helpers/sys.js'
 
 const KiB = 1024
 
@@ -42,15 +42,7 @@ describe('Session on MemoryStores', () => {
       opened.push(`${target} ${opts.mode}`)
       return new MemoryStore(t, bytes, { mode: opts.mode, target })
     }
-    const start = async (peers: string[] = []) => {
-      const s = await Session.start({ port: 0, bind: '127.0.0.1', peers, openStore })
-      onCleanup(() => s.close())
-      return s
-    }
-
-    const seeder = await start()
-    await seeder.add(raw, { target: 'memory:golden', seedingMode: true })
-    const leecher = await start([`127.0.0.1:${seeder.port}`])
+    const { leecher } = await memorySeederAndLeecher(raw, openStore)
     await leecher.add(raw, { target: 'memory:node', seedIdle: 0 })
     const s = await waitStatus(leecher, torrent.infoHash, (x) => x.done, 'leecher done')
     expect(s.state).toBe('finished')

@@ -132,11 +132,12 @@ describe('Session', () => {
     const before = pseudoRandom(size, 99)
     await writeFile(target, before)
     const session = await startSession()
-    // nothing to download from: it checks, then waits for peers
+    // nothing to download from: it waits for peers at once, the check (a probe on this stale target) beside
     await session.add(a.raw, { target })
-    const checked = await waitStatus(session, a.torrent.infoHash, (s) => s.state === 'downloading', 'checked')
+    expect(session.get(a.torrent.infoHash)?.state).toBe('downloading')
+    const checked = await waitStatus(session, a.torrent.infoHash, (s) => s.checkRate !== undefined && s.checkPending === 0, 'checked')
     expect(checked.piecesDone).toBe(0)
-    expect(checked.checkRate).toBeGreaterThan(0)
+    expect(checked.totalChecked).toBeGreaterThan(0)
     session.pause(a.torrent.infoHash)
     expect(session.get(a.torrent.infoHash)).toMatchObject({ state: 'paused', paused: true, done: false })
     session.resume(a.torrent.infoHash)

@@ -9,7 +9,7 @@
  * the then-action failed; 130/143 stopped by SIGINT/SIGTERM.
  */
 import { existsSync } from 'node:fs'
-import type { Command } from 'commander'
+import { type Command, Option } from 'commander'
 import { deploySucceeded, etaSeconds } from '../session/outcome.js'
 import { Session } from '../session/session.js'
 import type { TorrentStatus } from '../swarm/status.js'
@@ -28,6 +28,7 @@ interface DeployFlags extends SwarmFlags, ThenChoice {
   force?: boolean
   sequential?: boolean
   skipCheck?: boolean
+  checkFirst?: boolean
   createImage?: boolean
   json?: boolean
   progressInterval: string
@@ -134,6 +135,10 @@ function summary(s: TorrentStatus, ok: boolean, seconds: number, then: ThenRepor
     uploaded: s.totalUploaded,
     reused: s.totalReused,
     checkRate: s.checkRate ?? null,
+    /** Bytes the resume check read back from the target (a probe only, on a fresh disk). */
+    checked: s.totalChecked,
+    /** Seconds from the add to the first payload byte. */
+    firstByteSeconds: s.firstDownload ? (s.firstDownload - s.startedAt) / 1000 : null,
     downloadSeconds: s.finishedAt ? (s.finishedAt - s.startedAt) / 1000 : null,
     /** Wall-clock time (ms since the epoch) when the last piece was verified and flushed. */
     finishedAt: s.finishedAt ?? null,
@@ -176,6 +181,11 @@ export function registerDeploy(program: Command): void {
     .option('--force', 'write to a target that is mounted or otherwise in use (never to one another blockswarm torrent holds)')
     .option('--sequential', 'download pieces in order instead of rarest first')
     .option('--skip-check', 'the target holds nothing of the image (a fresh disk): do not check it, download everything')
+    .addOption(
+      new Option('--check-first', 'check the whole target before downloading (default: the check runs beside the download, and a probe skips it on a fresh disk)').conflicts(
+        'skipCheck',
+      ),
+    )
     .option('--create-image', "create TARGET as a sparse image file of the torrent's target size if it does not exist")
     .option('--stall-timeout <seconds>', 'give up (exit 1) when no data arrived for this long while pieces are missing (0: wait forever)', String(DEFAULT_STALL_TIMEOUT))
     .option('--progress-interval <seconds>', 'seconds between progress lines when not on a terminal', '2')
@@ -213,7 +223,7 @@ export function registerDeploy(program: Command): void {
       let final: TorrentStatus | undefined
       let stalled: string | undefined
       try {
-        const added = await session.add(torrent, { target, force: flags.force, sequential: flags.sequential, skipCheck: flags.skipCheck, seedRatio, seedIdle })
+        const added = await session.add(torrent, { target, force: flags.force, sequential: flags.sequential, skipCheck: flags.skipCheck, checkFirst: flags.checkFirst, seedRatio, seedIdle })
         const hash = added.infoHash
         await new Promise<void>((resolve) => {
           const check = () => {

@@ -119,6 +119,8 @@ export interface AddOptions {
   readonly sequential?: boolean
   /** The target holds none of the torrent (a fresh or wiped disk): skip the resume check, download everything. */
   readonly skipCheck?: boolean
+  /** Check the whole target before downloading (state "checking"), instead of beside the download with a probe first. */
+  readonly checkFirst?: boolean
   /** Use a target that is mounted or otherwise in use. */
   readonly force?: boolean
   /** Static peers ("host:port") for this torrent, besides the session's. */
@@ -360,6 +362,7 @@ export class Session extends EventEmitter {
         target: opts.target,
         seedingMode: !!opts.seedingMode,
         skipCheck: !!opts.skipCheck,
+        checkFirst: !!opts.checkFirst,
         maxUploads,
         maxConnections,
         choking,

@@ -38,6 +38,8 @@ export interface DownloaderHooks {
   readonly onBan: (who: PeerIdentity, reason: string) => void
   /** The store failed: the torrent cannot go on. */
   readonly onError: (err: Error) => void
+  /** The resume check runs beside the download: read this unchecked piece back next (the peer has it, nothing checked is left to start). */
+  readonly checkFirst?: (index: number) => void
 }
 
 export class PieceDownloader implements DownloadSink {
@@ -158,7 +160,14 @@ export class PieceDownloader implements DownloadSink {
     }
     if (this.picker.missing > 0) {
       const index = this.picker.pick(has)
-      if (index === undefined) return undefined
+      if (index === undefined) {
+        // what this peer has is still unchecked: it may be on the target already, so it is checked before it is fetched
+        if (this.picker.uncheckedPieces > 0) {
+          const u = this.picker.pickUnchecked(has)
+          if (u !== undefined) this.hooks.checkFirst?.(u)
+        }
+        return undefined
+      }
       const size = pieceSize(this.torrent.layout, index)
       const buffer = this.budget.tryAlloc(size)
       if (!buffer) {

@@ -5,6 +5,10 @@
  *
  * Missing pieces sit in buckets by availability, so a pick costs a walk over
  * the rarest bucket the peer can serve, not a scan of every piece.
+ *
+ * While the resume check runs beside the download, a missing piece may be
+ * unchecked (the target may hold it already): pick() offers only checked
+ * ones, and pickUnchecked() the one to check next when those run out.
  */
 const MISSING = 0
 const ACTIVE = 1
@@ -19,6 +23,9 @@ export class PiecePicker {
   private readonly pos: Int32Array
   private missingCount: number
   private firstMissing = 0
+  /** Pieces the resume check has not read back yet (all 0 when it is not running beside the download). */
+  private unchecked?: Uint8Array
+  private uncheckedCount = 0
 
   constructor(
     readonly pieceCount: number,
@@ -101,6 +108,30 @@ export class PiecePicker {
     }
   }
 
+  /** Every piece is unchecked (the resume check begins beside the download). */
+  markAllUnchecked(): void {
+    this.unchecked = new Uint8Array(this.pieceCount).fill(1)
+    this.uncheckedCount = this.pieceCount
+  }
+
+  /** The resume check read this piece back (intact: setDone follows). */
+  setChecked(index: number): void {
+    if (!this.unchecked?.[index]) return
+    this.unchecked[index] = 0
+    if (--this.uncheckedCount === 0) this.unchecked = undefined
+  }
+
+  /** The check ends early (the probe found a fresh disk): every piece counts as checked. */
+  clearUnchecked(): void {
+    this.unchecked = undefined
+    this.uncheckedCount = 0
+  }
+
+  /** Pieces the resume check has yet to read back. */
+  get uncheckedPieces(): number {
+    return this.uncheckedCount
+  }
+
   /** Started: no longer offered by pick(). */
   setActive(index: number): void {
     this.setState(index, ACTIVE)
@@ -118,13 +149,24 @@ export class PiecePicker {
 
   /**
    * The next piece to start from a peer that has the pieces `has` says, or
-   * undefined when it has none we miss.
+   * undefined when it has none we miss (or only unchecked ones).
    */
   pick(has: (index: number) => boolean): number | undefined {
+    const u = this.unchecked
+    return this.walk(u ? (i) => u[i] === 0 && has(i) : has)
+  }
+
+  /** The unchecked piece pick() would have offered: the resume check reads it next. */
+  pickUnchecked(has: (index: number) => boolean): number | undefined {
+    const u = this.unchecked
+    return u ? this.walk((i) => u[i] === 1 && has(i)) : undefined
+  }
+
+  private walk(ok: (index: number) => boolean): number | undefined {
     if (this.missingCount === 0) return undefined
     if (this.sequential) {
       while (this.firstMissing < this.pieceCount && this.state[this.firstMissing] !== MISSING) this.firstMissing++
-      for (let i = this.firstMissing; i < this.pieceCount; i++) if (this.state[i] === MISSING && has(i)) return i
+      for (let i = this.firstMissing; i < this.pieceCount; i++) if (this.state[i] === MISSING && ok(i)) return i
       return undefined
     }
     for (let a = 1; a < this.buckets.length; a++) {
@@ -134,7 +176,7 @@ export class PiecePicker {
       const start = Math.floor(this.random() * n)
       for (let k = 0; k < n; k++) {
         const i = b[(start + k) % n]
-        if (has(i)) return i
+        if (ok(i)) return i
       }
     }
     return undefined

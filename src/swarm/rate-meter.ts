@@ -11,6 +11,8 @@ export class RateMeter {
   total = 0
   /** Time (ms since the epoch) of the last count, 0 if never. */
   last = 0
+  /** Time (ms since the epoch) of the first count, 0 if never. */
+  first = 0
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -26,6 +28,7 @@ export class RateMeter {
     if (second !== this.slotSecond) this.advance(second)
     this.slots[second % SLOTS] += bytes
     this.total += bytes
+    if (this.first === 0) this.first = t
     this.last = t
   }
 

@@ -95,6 +95,12 @@ export interface TorrentStatus {
   readonly lastDownload?: number
   /** Speed of the resume check, bytes/s (when one ran). */
   readonly checkRate?: number
+  /** Bytes the resume check read back from the target (so far). */
+  readonly totalChecked: number
+  /** Pieces the resume check (running beside the download) has yet to read back; 0 when it is not running. */
+  readonly checkPending: number
+  /** When the first payload byte arrived (ms since the epoch). */
+  readonly firstDownload?: number
   readonly paused: boolean
   /** The done policy was met (the torrent stopped seeding). */
   readonly done: boolean

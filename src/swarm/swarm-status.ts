@@ -52,6 +52,9 @@ export interface StatusFacts {
   readonly lastUpload?: number
   readonly lastDownload?: number
   readonly checkRate?: number
+  readonly totalChecked: number
+  readonly checkPending: number
+  readonly firstDownload?: number
   readonly bans: readonly BanStatus[]
   readonly hashFailures: number
   /** Bytes received of pieces not verified yet (PieceDownloader.bytesInFlight). */
@@ -89,6 +92,9 @@ export function torrentStatus(torrent: ExtentTorrent, have: PieceSet, peers: Ite
     lastUpload: f.lastUpload,
     lastDownload: f.lastDownload,
     checkRate: f.checkRate,
+    totalChecked: f.totalChecked,
+    checkPending: f.checkPending,
+    firstDownload: f.firstDownload,
     paused: f.paused,
     done: f.done,
     doneReason: f.doneReason,

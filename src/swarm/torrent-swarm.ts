@@ -7,7 +7,9 @@
  * (tracker-client.ts). It talks to storage only through the PieceStore.
  *
  * Lifecycle (one phase at a time; pause and error stand beside it):
- *   checking → downloading → finishing → seeding ⇄ finished
+ *   [checking →] downloading → finishing → seeding ⇄ finished
+ * - the resume check runs beside the download (a probe first; see
+ *   resume-check.ts), or before it in the phase "checking" (checkFirst).
  * - finishing: every piece is verified and written; the gaps are zeroed
  *   where required, the target flushed and re-checked. Not complete yet.
  * - seeding: complete (the whole torrent is on the target), serving others.
@@ -31,7 +33,7 @@ import { PieceDownloader } from './piece-downloader.js'
 import { PiecePicker } from './piece-picker.js'
 import { PieceSet } from './piece-set.js'
 import { RateMeter } from './rate-meter.js'
-import { checkTarget } from './resume-check.js'
+import { type CheckResult, TargetCheck } from './resume-check.js'
 import type { TorrentState, TorrentStatus } from './status.js'
 import type { SwarmContext } from './swarm-context.js'
 import { bytesDone, torrentStatus } from './swarm-status.js'
@@ -46,6 +48,8 @@ export interface SwarmOptions {
   readonly seedingMode: boolean
   /** Trust the target to hold none of it (a fresh disk): no resume check. */
   readonly skipCheck: boolean
+  /** Check the whole target before downloading (state "checking"), not beside the download. */
+  readonly checkFirst?: boolean
   readonly maxUploads: number
   readonly maxConnections: number
   /** Who gets the upload slots (choker.ts). */
@@ -94,6 +98,7 @@ export class TorrentSwarm extends EventEmitter {
   private timer?: NodeJS.Timeout
   private ticks = 0
   private checkJob?: Promise<void>
+  private check?: TargetCheck
   /** The target check in progress (at most one), and whether another is due after it. */
   private targetCheck?: Promise<void>
   private targetRecheck = false
@@ -112,6 +117,7 @@ export class TorrentSwarm extends EventEmitter {
   private seedingSince = 0
   private checkRate?: number
   private reused = 0
+  private checkedBytes = 0
   private lastEmitted = ''
   private policy: DonePolicy
 
@@ -138,6 +144,7 @@ export class TorrentSwarm extends EventEmitter {
       onPiece: (index) => this.pieceDone(index),
       onBan: (who, reason) => this.peers.ban(who, reason),
       onError: (err) => this.fail(err),
+      checkFirst: (index) => this.check?.hurry(index),
     })
     this.peers = new SwarmPeers({
       torrent,
@@ -184,7 +191,7 @@ export class TorrentSwarm extends EventEmitter {
     return this.phase === 'seeding' || this.phase === 'finished'
   }
 
-  /** Begin: the resume check (unless in seeding mode or told to skip it), then the network. */
+  /** Begin: the resume check (unless in seeding mode or told to skip it) and the network, together; or the check first (checkFirst). */
   start(): void {
     if (this.opts.seedingMode) {
       for (let i = 0; i < this.torrent.pieceCount; i++) {
@@ -194,22 +201,30 @@ export class TorrentSwarm extends EventEmitter {
       this.becomeComplete()
     } else if (this.opts.skipCheck) {
       this.phase = 'downloading'
-    } else {
+    } else if (this.opts.checkFirst) {
       this.phase = 'checking'
       this.changed()
-      this.checkJob = this.runCheck()
+      this.checkJob = this.runCheck(false)
       return
+    } else {
+      this.phase = 'downloading'
+      this.picker.markAllUnchecked()
+      this.checkJob = this.runCheck(true)
     }
     this.goOnline()
     this.changed()
   }
 
-  private async runCheck(): Promise<void> {
+  /** The resume check; beside the download (with its probe first) or before it. */
+  private async runCheck(beside: boolean): Promise<void> {
     const started = performance.now()
     let lastReport = 0
+    let r: CheckResult
     try {
-      const r = await checkTarget(this.torrent, this.store, this.ctx.verifier, this.ctx.budget, {
+      const check = new TargetCheck(this.torrent, this.store, this.ctx.verifier, this.ctx.budget, {
+        probe: beside,
         cancelled: () => this.errorText !== undefined || this.closing,
+        onChecked: (index, intact, size) => this.pieceChecked(index, intact, size),
         onProgress: (p) => {
           const t = Date.now()
           if (t - lastReport >= 1000) {
@@ -219,30 +234,48 @@ export class TorrentSwarm extends EventEmitter {
           }
         },
       })
-      for (let i = 0; i < this.torrent.pieceCount; i++) {
-        if (r.have.has(i)) {
-          this.have.add(i)
-          this.picker.setDone(i)
-        }
-      }
-      this.reused = r.bytesValid
-      this.checkRate = r.ms > 0 ? (r.bytesChecked / r.ms) * 1000 : undefined
-      this.log.info(
-        { pieces: r.have.count, of: this.torrent.pieceCount, reusedBytes: r.bytesValid, checkMBps: this.checkRate && +(this.checkRate / 1e6).toFixed(1) },
-        'resume check done',
-      )
+      this.check = check
+      r = await check.run()
     } catch (err) {
       this.phase = 'downloading'
+      this.picker.clearUnchecked()
       this.fail(err as Error)
       return
+    } finally {
+      this.check = undefined
     }
+    this.checkRate = r.ms > 0 ? (r.bytesChecked / r.ms) * 1000 : undefined
+    this.log.info(
+      { pieces: r.valid, of: this.torrent.pieceCount, checked: r.checked, reusedBytes: r.bytesValid, checkMBps: this.checkRate && +(this.checkRate / 1e6).toFixed(1) },
+      r.fresh ? `resume check: none of ${r.checked} pieces probed is on the target (a fresh disk), the rest is not checked` : 'resume check done',
+    )
+    if (beside || this.closing) return
     this.phase = 'downloading'
-    if (this.closing) return
     if (this.have.complete) await this.finish()
     else this.changed()
     // (finish may have moved the phase on: read it afresh)
     const phase = this.phase as Phase
     if (!this.userPaused && this.errorText === undefined && phase !== 'finished') this.goOnline()
+  }
+
+  /** The resume check read a piece back: keep it when intact (peers hear of it), else it may be fetched now. */
+  private pieceChecked(index: number, intact: boolean, size: number): void {
+    if (this.errorText !== undefined || this.closing) return
+    this.checkedBytes += size
+    this.picker.setChecked(index)
+    if (this.check?.probedFresh) this.picker.clearUnchecked()
+    // read while the probe's verdict freed it for download: the download (begun, or done) has the say
+    if (!this.picker.isMissing(index)) return
+    if (intact) {
+      this.have.add(index)
+      this.picker.setDone(index)
+      this.reused += size
+      if (this.phase === 'checking') return
+      this.pieceAt = Date.now()
+      this.peers.havePiece(index)
+      if (this.have.complete) void this.finish()
+    }
+    if (this.phase !== 'checking') this.downloads.scheduleFill()
   }
 
   // ---------------------------------------------------------------------------
@@ -513,6 +546,9 @@ export class TorrentSwarm extends EventEmitter {
       lastUpload: this.uploaded.last || undefined,
       lastDownload: this.downloaded.last || undefined,
       checkRate: this.checkRate,
+      totalChecked: this.checkedBytes,
+      checkPending: this.check ? this.picker.uncheckedPieces : 0,
+      firstDownload: this.downloaded.first || undefined,
       bans: this.peers.bans.list().map(({ peer, reason }) => ({ peer, reason })),
       hashFailures: this.downloads.hashFailures,
       bytesInFlight: this.downloads.bytesInFlight,

@@ -65,6 +65,14 @@ export async function startSession(opts: SessionOptions = {}): Promise<Session> 
   return s
 }
 
+/** Two Sessions on `openStore`'s targets: a seeder of "memory:golden" (seeding mode) and a leecher that dials it (nothing added yet). */
+export async function memorySeederAndLeecher(raw: Buffer, openStore: SessionOptions['openStore']): Promise<{ seeder: Session; leecher: Session }> {
+  const seeder = await startSession({ openStore })
+  await seeder.add(raw, { target: 'memory:golden', seedingMode: true })
+  const leecher = await startSession({ openStore, peers: [`127.0.0.1:${seeder.port}`] })
+  return { seeder, leecher }
+}
+
 /** A seeder of `image` on loopback; upload capped by `uploadRate` (bytes/s) to keep a deploy in progress for a while. */
 export async function startSeeder(image: Image, uploadRate = 0): Promise<{ session: Session; peer: string }> {
   const session = await startSession({ uploadRate })
