@@ -15,6 +15,7 @@
  * - before the download (`--check-first`): every piece in index order, the
  *   torrent waits for all of them.
  */
+import { createHash } from 'node:crypto'
 import type { PieceStore } from '../storage/types.js'
 import { type ExtentTorrent, pieceHash } from '../torrent/metainfo.js'
 import { pieceSize } from '../torrent/piece-map.js'
@@ -83,6 +84,8 @@ export class TargetCheck {
   private probeAt = 0
   /** The probe's verdict: undefined while it runs. */
   private used?: boolean
+  /** Workers reading the probe's own pieces (see take). */
+  private readonly probeWorkers: number
   private next = 0
   private readonly urgent: number[] = []
   private checked = 0
@@ -90,6 +93,8 @@ export class TargetCheck {
   private bytesChecked = 0
   private bytesValid = 0
   private fresh = false
+  /** Pieces taken by a worker (read, or being read). */
+  private claimed = 0
   /** Pieces being read or hashed. */
   private busy = 0
   private failed = false
@@ -106,6 +111,7 @@ export class TargetCheck {
     this.state = new Uint8Array(torrent.pieceCount)
     this.probe = opts.probe ? probePieces(torrent) : []
     if (!opts.probe) this.used = true
+    this.probeWorkers = Math.max(1, Math.min(PARALLEL, Math.floor(budget.capacity / 4 / torrent.pieceLength)))
   }
 
   /** Check this piece next (the downloader wants to start it). */
@@ -121,10 +127,17 @@ export class TargetCheck {
     return this.fresh
   }
 
-  private take(): number | undefined {
+  /**
+   * The next piece for worker `w`: hurried ones first. Worker 0 takes only
+   * hurried pieces (one is always free for them); while the probe runs, only
+   * workers 1…probeWorkers read its pieces (a quarter of the memory budget:
+   * the download needs the rest); after it, every worker reads.
+   */
+  private take(w: number): number | undefined {
     if (this.opts.cancelled?.() || this.fresh || this.failed) return undefined
     const n = this.torrent.pieceCount
     const claim = (i: number) => {
+      this.claimed++
       this.state[i] = TAKEN
       return i
     }
@@ -132,6 +145,7 @@ export class TargetCheck {
       const i = this.urgent.shift()!
       if (this.state[i] === UNCHECKED) return claim(i)
     }
+    if (w === 0 || (this.used === undefined && w > this.probeWorkers)) return undefined
     if (this.used === undefined) {
       // hurried pieces count as probed ones (the picker's choice is as good a sample): the probe reads only what they leave
       if (this.checked + this.busy >= this.probe.length) return undefined
@@ -153,7 +167,8 @@ export class TargetCheck {
     await this.budget.take(size)
     try {
       const data = await this.store.read(index, 0, size)
-      const { digest } = await this.verifier.hash(data)
+      // the probe's few pieces on this thread: the first downloads wait on them, not on a worker thread booting
+      const digest = this.used === undefined ? createHash('sha1').update(data).digest() : (await this.verifier.hash(data)).digest
       const intact = digest.equals(pieceHash(this.torrent, index))
       this.checked++
       this.bytesChecked += size
@@ -172,13 +187,13 @@ export class TargetCheck {
     }
   }
 
-  /** One of PARALLEL workers: check pieces until none is left (or the probe found the target fresh, or the check was cancelled or failed). */
-  private async worker(): Promise<void> {
+  /** One of PARALLEL + 1 workers (see take): check pieces until none is left (or the probe found the target fresh, or the check was cancelled or failed). */
+  private async worker(w: number): Promise<void> {
     for (;;) {
-      const index = this.take()
+      const index = this.take(w)
       if (index === undefined) {
         // pieces still being hashed may end the probe (then the rest comes), and a hurry may come meanwhile
-        if (this.busy === 0 || this.fresh || this.failed || this.opts.cancelled?.()) return this.wakeAll()
+        if ((this.busy === 0 && this.claimed === this.torrent.pieceCount) || this.fresh || this.failed || this.opts.cancelled?.()) return this.wakeAll()
         await new Promise<void>((resolve) => this.waiters.push(resolve))
         continue
       }
@@ -201,7 +216,8 @@ export class TargetCheck {
 
   async run(): Promise<CheckResult> {
     const started = performance.now()
-    const workers = Array.from({ length: PARALLEL }, () => this.worker())
+    this.verifier.warm()
+    const workers = Array.from({ length: PARALLEL + 1 }, (_, w) => this.worker(w))
     const results = await Promise.allSettled(workers)
     for (const r of results) if (r.status === 'rejected') throw r.reason
     return {
