@@ -25,12 +25,13 @@ import { loadTorrentFile } from './torrent-file.js'
 import { addSwarmOptions, addThenOptions, collect, makeLogger, optionalNumber, sessionOptions, type SwarmFlags, thenActionOf } from './options.js'
 import { addControlSecurityOptions, type ControlSecurityFlags, controlSecurityFrom } from './security-options.js'
 import { onStopSignal } from './shutdown.js'
+import { addDashboardOption, type DashboardFlags, startDashboard } from './dashboard-options.js'
 import { addEzioOptions, type EzioFlags, fileModeOpener, foldEzioFlags } from './ezio-options.js'
 import { VERSION } from '../version.js'
 
 export const DEFAULT_CONTROL_ADDRESS = '127.0.0.1:50051'
 
-interface DaemonFlags extends SwarmFlags, ControlSecurityFlags, ThenChoice, EzioFlags {
+interface DaemonFlags extends SwarmFlags, ControlSecurityFlags, ThenChoice, EzioFlags, DashboardFlags {
   exitWhenDone?: boolean
   listen: string[]
   add: string[]
@@ -69,6 +70,7 @@ export function daemonCommand(name: string): Command {
     .option('-l, --listen <addr>', `control (gRPC) address, host:port or unix:/path (repeatable; default ${DEFAULT_CONTROL_ADDRESS})`, collect, [])
   addEzioOptions(cmd)
   addControlSecurityOptions(cmd)
+  addDashboardOption(cmd)
   addSwarmOptions(cmd)
     .option('--add <torrent=target>', 'deploy a torrent onto a target: check it, download what is missing, then seed (repeatable)', collect, [])
     .option('--seed <torrent=source>', 'seed a torrent from a golden image, trusted without hashing (repeatable)', collect, [])
@@ -132,7 +134,16 @@ export function daemonCommand(name: string): Command {
         await session.close()
         throw err
       }
-      log.info({ control: control.addresses, btPort: session.port }, 'daemon started')
+      let dashboard
+      try {
+        // no tracker here: nodes are the peers connected to this daemon; silent after two default announce intervals
+        dashboard = flags.dashboard === undefined ? undefined : await startDashboard(session, flags.dashboard, security, { announceInterval: 30 }, log)
+      } catch (err) {
+        await control.shutdown()
+        await metrics?.close()
+        throw err
+      }
+      log.info({ control: control.addresses, btPort: session.port, dashboard: dashboard?.url }, 'daemon started')
 
       for (let i = 0; i < jobs.length; i++) {
         try {
@@ -192,6 +203,7 @@ export function daemonCommand(name: string): Command {
       session.off('change', onChange)
       session.off('removed', checkAllDone)
       await metrics?.close()
+      await dashboard?.close()
       if (finalStatus) {
         // a failed close may have left a target unflushed: no reboot or kexec then
         const closeFailed = code !== 0

@@ -26,6 +26,7 @@ const MODULES: { readonly commands: readonly string[]; readonly load: () => Prom
   { commands: ['daemon'], load: async () => (await import('./daemon.js')).registerDaemon },
   { commands: ['seed'], load: async () => (await import('./seed.js')).registerSeed },
   { commands: ['deploy'], load: async () => (await import('./deploy.js')).registerDeploy },
+  { commands: ['fleet'], load: async () => (await import('./fleet.js')).registerFleet },
 ]
 
 /** The name the program was run under (a symlink's own name). */

@@ -13,11 +13,14 @@ import { changingSourceUsers, stableSourceFixes } from '../storage/source-users.
 import { Session } from '../session/session.js'
 import type { TorrentStatus } from '../swarm/status.js'
 import type { ExtentTorrent } from '../torrent/metainfo.js'
+import type { AnnounceEmitter } from '../dashboard/fleet-feed.js'
 import { loadTorrentFile } from './torrent-file.js'
 import { addSwarmOptions, makeLogger, sessionOptions, type SwarmFlags } from './options.js'
 import { onStopSignal } from './shutdown.js'
+import { addDashboardOption, addDashboardSecurityOptions, type Dashboard, type DashboardFlags, startDashboard } from './dashboard-options.js'
+import { type ControlSecurityFlags, controlSecurityFrom } from './security-options.js'
 
-interface SeedFlags extends SwarmFlags {
+interface SeedFlags extends SwarmFlags, DashboardFlags, ControlSecurityFlags {
   trackerEmbedded?: string | true
   trackerInterval: string
   force?: boolean
@@ -31,7 +34,7 @@ export const DEFAULT_TRACKER_PORT = 6969
  * `host`:`port`; without `host` on every interface (like the peer port), so
  * other machines reach it. The returned URL is the one this seed announces to.
  */
-async function startTracker(torrent: ExtentTorrent, host: string | undefined, port: number, intervalMs: number, log: Logger): Promise<{ url: string; close: () => Promise<void> }> {
+async function startTracker(torrent: ExtentTorrent, host: string | undefined, port: number, intervalMs: number, log: Logger): Promise<{ url: string; announces: AnnounceEmitter; close: () => Promise<void> }> {
   const { default: Server } = await import('bittorrent-tracker/server')
   const server = new Server({
     http: true,
@@ -55,7 +58,7 @@ async function startTracker(torrent: ExtentTorrent, host: string | undefined, po
   // on every interface: announce to it over loopback
   const local = host === undefined || host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
   const shown = local.includes(':') ? `[${local}]` : local
-  return { url: `http://${shown}:${actual}/announce`, close: () => new Promise((r) => server.close(() => r())) }
+  return { url: `http://${shown}:${actual}/announce`, announces: server, close: () => new Promise((r) => server.close(() => r())) }
 }
 
 /**
@@ -102,10 +105,12 @@ export function registerSeed(program: Command): void {
     .option('--tracker-embedded [port]', `run an HTTP tracker in this process (on --bind or all interfaces, default port ${DEFAULT_TRACKER_PORT}) and announce to it`)
     .option('--tracker-interval <seconds>', 'announce interval the embedded tracker asks of clients', '30')
     .option('--force', 'seed from a device mounted read-write (its content may change while seeded)')
+  addDashboardSecurityOptions(addDashboardOption(cmd))
     .action(async (torrentPath: string, source: string, flags: SeedFlags) => {
       const torrent = await loadTorrentFile(torrentPath, 'blockswarm seed TORRENT SOURCE')
       const log = makeLogger(flags.logLevel ?? 'info')
       if (flags.force) await warnChangingSource(source)
+      const dashboardSecurity = flags.dashboard === undefined ? undefined : controlSecurityFrom(flags)
       let tracker: Awaited<ReturnType<typeof startTracker>> | undefined
       if (flags.trackerEmbedded !== undefined) {
         const port = flags.trackerEmbedded === true ? DEFAULT_TRACKER_PORT : Number(flags.trackerEmbedded)
@@ -122,9 +127,12 @@ export function registerSeed(program: Command): void {
         throw err
       }
       let status: TorrentStatus
+      let dashboard: Dashboard | undefined
       try {
         if (flags.metrics !== undefined) await (await import('../metrics/metrics-server.js')).serveSessionMetrics(session, flags.metrics, log)
         status = await session.add(torrent, { target: source, seedingMode: true, force: flags.force, trackers: tracker && !(await namesEmbeddedTracker(torrent.trackers, flags.bind, new URL(tracker.url).port ? Number(new URL(tracker.url).port) : 80)) ? [tracker.url] : [] })
+        if (flags.dashboard !== undefined)
+          dashboard = await startDashboard(session, flags.dashboard, dashboardSecurity!, { announceInterval: Number(flags.trackerInterval), tracker: tracker?.announces }, log)
       } catch (err) {
         await session.close()
         await tracker?.close()
@@ -137,6 +145,7 @@ export function registerSeed(program: Command): void {
       ]
       if (tracker) lines.push(`  tracker     ${tracker.url} (embedded${flags.bind ? '' : `, listening on all interfaces, port ${new URL(tracker.url).port}`})`)
       for (const t of torrent.trackers) lines.push(`  announce    ${t}`)
+      if (dashboard) lines.push(`  dashboard   ${dashboard.url}`)
       lines.push(`opentracker whitelist line (for Debian's opentracker built with the whitelist):`, torrent.infoHash)
       process.stdout.write(lines.join('\n') + '\n')
 
@@ -163,6 +172,7 @@ export function registerSeed(program: Command): void {
           finish(0)
         })
       })
+      await dashboard?.close()
       await session.close()
       await tracker?.close()
       process.exitCode = code

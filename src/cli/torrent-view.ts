@@ -78,8 +78,13 @@ export function torrentTable(list: readonly TorrentInfo[]): string {
     formatDuration(etaSeconds(t)),
     t.target,
   ])
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
-  return [head, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ')).join('\n') + '\n'
+  return alignColumns([head, ...rows])
+}
+
+/** Rows of cells as text columns, two spaces apart (the last column not padded), one line each. */
+export function alignColumns(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)))
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ')).join('\n') + '\n'
 }
 
 /** The payload of one torrent's progress bar: the fields of BAR_FORMAT (not named like cli-progress's own tokens, e.g. {eta}). */

@@ -26,7 +26,7 @@ import { PieceVerifier } from '../services/piece-verifier.js'
 import { TokenBucket } from '../services/rate-limit.js'
 import { ReadCache } from '../services/read-cache.js'
 import { DEFAULT_SLOW_START, type SlowStart, slowStartCap, tighterLimit } from '../services/slow-start.js'
-import { TorrentSwarm } from '../swarm/torrent-swarm.js'
+import { type PeerPieces, TorrentSwarm } from '../swarm/torrent-swarm.js'
 import { SessionError } from './session-error.js'
 import type { ChokingPolicy } from '../swarm/choker.js'
 import type { TorrentStatus } from '../swarm/status.js'
@@ -410,6 +410,16 @@ export class Session extends EventEmitter {
 
   get(hash: string): TorrentStatus | undefined {
     return this.torrents.get(String(hash).toLowerCase())?.swarm.status()
+  }
+
+  /** Each connected peer's pieces of one torrent (none for an unknown hash). */
+  peerPieces(hash: string): PeerPieces[] {
+    return this.torrents.get(String(hash).toLowerCase())?.swarm.peerPieces() ?? []
+  }
+
+  /** The parsed torrent of a hash this session holds. */
+  torrent(hash: string): ExtentTorrent | undefined {
+    return this.torrents.get(String(hash).toLowerCase())?.swarm.torrent
   }
 
   pause(hash: string): void {

@@ -29,6 +29,17 @@ import { type DonePolicy, doneReason } from './done-policy.js'
 import type { PeerConnection } from './peer-connection.js'
 import type { PeerAddress } from './peer-dialer.js'
 import { SwarmPeers } from './peers.js'
+
+/** What a connected peer holds, as the fleet view reads it. */
+export interface PeerPieces {
+  /** 40 hex digits. */
+  readonly peerId: string
+  /** "ip:port" (its listen port when known). */
+  readonly address: string
+  /** Its bitfield (piece 0 is the high bit of byte 0). */
+  readonly bits: Buffer
+  readonly count: number
+}
 import { PieceDownloader } from './piece-downloader.js'
 import { PiecePicker } from './piece-picker.js'
 import { PieceSet } from './piece-set.js'
@@ -520,6 +531,16 @@ export class TorrentSwarm extends EventEmitter {
     if (key === this.lastEmitted) return
     this.lastEmitted = key
     this.emit('change', s)
+  }
+
+  /** Each connected peer's pieces (a copy of its bitfield with its HAVEs), for the fleet view. */
+  peerPieces(): PeerPieces[] {
+    const out: PeerPieces[] = []
+    for (const p of this.peers) {
+      const pieces = p.pieces
+      if (pieces && p.peerId !== undefined) out.push({ peerId: p.peerId, address: p.address, bits: Buffer.from(pieces.bits), count: pieces.count })
+    }
+    return out
   }
 
   status(): TorrentStatus {
