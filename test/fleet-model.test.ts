@@ -1,7 +1,7 @@
 /**
  * The fleet model (src/dashboard/fleet-model.ts) from made-up announces and
  * observations at chosen times: each node state, the rates, the fleet's
- * counts, T*, the piece strip; the dashboard's address rules; the terminal
+ * counts, T*, the pieces' holders; the dashboard's address rules; the terminal
  * view's text.
  */
 import { describe, expect, it } from 'vitest'
@@ -130,7 +130,7 @@ describe('dashboard address rules', () => {
 })
 
 describe('blockswarm fleet: the terminal view', () => {
-  it('prints the fleet line, T*, a row per node and the piece strip', () => {
+  it('prints the fleet line, T*, a row per node and who holds each piece', () => {
     const m = new FleetModel(facts())
     m.announce(announce(1, T0, { event: 'started' }))
     m.announce(announce(2, T0, { left: 0, event: 'stopped' }))

@@ -121,7 +121,7 @@ export interface FleetTotals {
   readonly fromPeers: number | null
   /** Seconds until the last downloading node is complete at today's rates; null when a node makes no progress. */
   readonly eta: number | null
-  /** Seconds since the first node was seen, and (once every node is complete) until the last became complete. */
+  /** Seconds since the first node was seen, and (once every node but the silent and failed ones is complete) until the last became complete. */
   readonly elapsed: number
   readonly lastFinish: number | null
   readonly seederUploaded: number
@@ -341,7 +341,9 @@ export class FleetModel {
       eta = Math.max(eta, (t.size - n.have) / n.downloadRate)
     }
     const firstSeen = records.length > 0 ? records[0].firstSeen : now
-    const completions = nodes.map((n) => n.completedAt)
+    // the last finish of the nodes still in the fleet (a silent or failed node will not finish)
+    const completions = nodes.filter((n) => n.state !== 'silent' && n.state !== 'error').map((n) => n.completedAt)
+    if (completions.length === 0) completions.push(undefined)
     const lastFinish = nodes.length > 0 && completions.every((c) => c !== undefined) ? (Math.max(...(completions as number[])) - firstSeen) / 1000 : null
     const seederRate = t.seederUploadLimit > 0 ? t.seederUploadLimit : this.seederPeak
     const nodeRate = records.reduce((m, r) => Math.max(m, r.peakDownloadRate), 0)

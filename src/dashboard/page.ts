@@ -32,7 +32,7 @@ export const FLEET_PAGE = String.raw`<!doctype html>
   .panel { background: var(--panel); border-radius: 6px; padding: 10px 12px; }
   .panel h2 { font-size: 13px; margin: 0 0 8px; color: var(--dim); font-weight: 600; }
   .row2 { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
-  canvas#strip { width: 100%; height: 36px; display: block; image-rendering: pixelated; }
+  canvas#piecebar { width: 100%; height: 36px; display: block; image-rendering: pixelated; }
   .legend { display: flex; gap: 12px; font-size: 11px; color: var(--dim); margin-top: 6px; flex-wrap: wrap; }
   .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }
   svg#chart { width: 100%; height: 140px; display: block; }
@@ -62,7 +62,7 @@ export const FLEET_PAGE = String.raw`<!doctype html>
     <div class="card"><div class="k">bound T* (last finish)</div><div class="v" id="bound">–</div><div class="n" id="bound-rates"></div></div>
   </section>
   <section class="row2">
-    <div class="panel"><h2>pieces: how many connected nodes hold each</h2><canvas id="strip" height="36"></canvas><div class="legend" id="strip-legend"></div></div>
+    <div class="panel"><h2>pieces: how many connected nodes hold each</h2><canvas id="piecebar" height="36"></canvas><div class="legend" id="piecebar-legend"></div></div>
     <div class="panel"><h2>fleet progress over time</h2><svg id="chart" viewBox="0 0 600 140" preserveAspectRatio="none"></svg></div>
   </section>
   <section class="panel">
@@ -106,7 +106,7 @@ function heat(k, max) {
   return "rgb(" + r + "," + g + "," + b + ")";
 }
 function drawStrip(f) {
-  var c = $("strip"), w = c.clientWidth || 600;
+  var c = $("piecebar"), w = c.clientWidth || 600;
   c.width = w;
   var ctx = c.getContext("2d"), n = f.pieces.length, max = Math.max(1, f.fleet.nodes);
   ctx.clearRect(0, 0, w, c.height);
@@ -117,13 +117,13 @@ function drawStrip(f) {
     ctx.fillStyle = heat(least, max);
     ctx.fillRect(x, 0, 1, c.height);
   }
-  var lg = $("strip-legend"), thin = 0, min = Infinity;
+  var lg = $("piecebar-legend"), thin = 0, min = Infinity;
   f.pieces.forEach(function (k) { if (k <= 1) thin++; min = Math.min(min, k); });
   lg.textContent = "";
   [0, 1, max].forEach(function (k) {
     var s = el("span"); s.appendChild(el("i", { style: "background:" + heat(k, max) })); s.appendChild(document.createTextNode(k === max ? k + " (every node)" : String(k))); lg.appendChild(s);
   });
-  lg.appendChild(el("span", { id: "strip-thin" }, n + " pieces, " + thin + " held by at most one node, fewest holders " + (min === Infinity ? 0 : min)));
+  lg.appendChild(el("span", { id: "piecebar-thin" }, n + " pieces, " + thin + " held by at most one node, fewest holders " + (min === Infinity ? 0 : min)));
 }
 function drawChart(f) {
   var svg = $("chart"), h = f.history, W = 600, H = 140, ns = "http://www.w3.org/2000/svg";
