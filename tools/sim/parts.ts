@@ -291,10 +291,22 @@ export class Tracker {
     if (complete) this.complete--
   }
 
-  /** Up to `want` members other than `self`, at random. */
+  /**
+   * Up to `want` members other than `self`, at random and in random order
+   * (as bittorrent-tracker's server and opentracker answer: the dialer dials
+   * in that order, and members in join order would have every node dial the
+   * first ones up).
+   */
   sample(self: number, want: number): number[] {
     const m = this.members
-    if (m.length - 1 <= want) return m.filter((x) => x !== self)
+    if (m.length - 1 <= want) {
+      const all = m.filter((x) => x !== self)
+      for (let i = all.length - 1; i > 0; i--) {
+        const j = Math.floor(this.random() * (i + 1))
+        ;[all[i], all[j]] = [all[j], all[i]]
+      }
+      return all
+    }
     const out = new Set<number>()
     while (out.size < want) {
       const x = m[Math.floor(this.random() * m.length)]
