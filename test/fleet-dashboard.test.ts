@@ -63,14 +63,22 @@ describe('the fleet dashboard', () => {
     const sse = followEvents(`${url}api/fleet/events`)
 
     const deploys: DeployProc[] = []
+    const ports: number[] = []
     for (let i = 0; i < 4; i++) {
       const target = await makeTarget(dir, `node${i}.img`, size)
       // node 1 uploads slowly to the others (a rate-limited peer); node 3 is killed mid-way
       const extra = i === 1 ? ['--upload-rate', '200K'] : []
-      deploys.push(startDeploy([torrentFile, target, '--port', String(await freePort()), '--bind', '127.0.0.1', '--skip-check', '--seed-idle', '3', '--log-level', 'warn', ...extra]))
+      ports.push(await freePort())
+      deploys.push(startDeploy([torrentFile, target, '--port', String(ports[i]), '--bind', '127.0.0.1', '--skip-check', '--seed-idle', '3', '--log-level', 'warn', ...extra]))
     }
     const victim = deploys[3]
-    await waitFor('node 3 to be part-way', () => victim.pieces() >= 4 || victim.child.exitCode !== null, 60_000, victim.text)
+    const victimAddress = `127.0.0.1:${ports[3]}`
+    // killed once the dashboard shows it part-way
+    await waitFor('node 3 to be part-way on the dashboard', async () => {
+      if (victim.child.exitCode !== null) return true
+      const snap = (await (await fetch(`${url}api/fleet`)).json()) as FleetSnapshot
+      return snap.nodes.some((n) => n.address === victimAddress && n.progress > 0)
+    }, 60_000, victim.text)
     expect(victim.child.exitCode, 'node 3 finished before it could be killed').toBeNull()
     victim.child.kill('SIGKILL')
 
@@ -105,7 +113,10 @@ describe('the fleet dashboard', () => {
     expect(json.fleet).toMatchObject({ nodes: 4, done: 3 })
     expect(json.bound.seconds).toBeGreaterThan(0)
     for (const n of json.nodes.filter((x) => x.state === 'done')) expect(n.progress).toBe(1)
-    expect(json.nodes.find((n) => n.state === 'silent')!.progress).toBeLessThan(1)
+    const silent = json.nodes.find((n) => n.state === 'silent')!
+    expect(silent.address).toBe(victimAddress)
+    expect(silent.progress).toBeGreaterThan(0)
+    expect(silent.progress).toBeLessThan(1)
     const shot = join(dir, 'fleet-dashboard.png')
     await page.screenshot({ path: shot as `${string}.png`, fullPage: true })
     if (process.env.UPDATE_SCREENSHOT === '1') await copyFile(shot, join(ROOT, 'docs/fleet-dashboard.png'))
