@@ -19,6 +19,7 @@ interface CreateFlags {
   pieceSize: string
   tracker: string[]
   webSeed: string[]
+  webSeedImage: string[]
   mode: UsedMode
   fromPartclone?: string
   extentsDir?: string
@@ -90,7 +91,8 @@ export function registerCreate(program: Command): void {
     .option('--name <name>', "torrent name (default: the source's basename)")
     .option('--piece-size <size>', 'piece size, a power of two >= 16K', '16M')
     .option('--tracker <url>', 'tracker URL (repeatable)', collect, [])
-    .option('--web-seed <url>', 'web seed URL written into the torrent for other clients (repeatable; blockswarm does not download from web seeds yet)', collect, [])
+    .option('--web-seed <url>', 'web seed (BEP 19 url-list): an HTTP server over an extents directory, URL/NAME/<offset> (repeatable)', collect, [])
+    .option('--web-seed-image <url>', "a raw disk image of the source over HTTP, recorded in blockswarm's own dictionary (repeatable)", collect, [])
     .addOption(new Option('--mode <mode>', 'how to find the used blocks').choices(USED_MODES).default('auto'))
     .option('--from-partclone <torrent.info>', "take the extents (and 16 MiB piece hashes) from partclone's torrent.info")
     .option('--extents-dir <dir>', 'also write DIR/NAME/<hex offset>, one file per extent, for standard clients to seed')
@@ -113,6 +115,7 @@ export function registerCreate(program: Command): void {
             pieceLength,
             trackers: flags.tracker,
             webSeeds: flags.webSeed,
+            webSeedImages: flags.webSeedImage,
             mode: flags.mode,
             fromPartclone: flags.fromPartclone,
             extentsDir: flags.extentsDir,
@@ -127,9 +130,6 @@ export function registerCreate(program: Command): void {
       }
       await writeFile(flags.output, result.buffer)
       for (const note of result.notes) process.stderr.write(`note: ${note}\n`)
-      if (flags.webSeed.length > 0) {
-        process.stderr.write('note: the web seed URLs are recorded (url-list) for clients that use them; blockswarm itself does not download from web seeds yet\n')
-      }
       if (flags.json) {
         const out = {
           ...summarize(result.torrent),

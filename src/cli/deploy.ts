@@ -18,11 +18,11 @@ import { createImageFile } from '../storage/store.js'
 import { extentsEnd } from '../torrent/extents.js'
 import { formatBytes } from '../util/size.js'
 import { loadTorrentFile } from './torrent-file.js'
-import { addSwarmOptions, addThenOptions, makeLogger, optionalNumber, sessionOptions, type SwarmFlags, thenActionOf } from './options.js'
+import { addSwarmOptions, addThenOptions, addWebSeedOptions, makeLogger, optionalNumber, sessionOptions, type SwarmFlags, thenActionOf, type WebSeedFlags } from './options.js'
 import { onStopSignal, signalExitCode } from './shutdown.js'
 import { formatDuration, formatRate } from './torrent-view.js'
 
-interface DeployFlags extends SwarmFlags, ThenChoice {
+interface DeployFlags extends SwarmFlags, ThenChoice, WebSeedFlags {
   seedRatio?: string
   seedIdle: string
   force?: boolean
@@ -149,6 +149,9 @@ function summary(s: TorrentStatus, ok: boolean, seconds: number, then: ThenRepor
     trackerError: s.trackerError ?? null,
     unreachable: s.unreachable ?? [],
     hashFailures: s.hashFailures,
+    /** Payload bytes from web seeds (part of downloaded), and each web seed's state, bytes and last fault. */
+    fromWebSeeds: s.totalFromWebSeeds,
+    webSeeds: s.webSeeds,
     /** null when no then-action ran (plain exit, or interrupted). */
     then,
   }
@@ -164,6 +167,11 @@ function printHuman(r: ReturnType<typeof summary>, interrupted: string | undefin
   out.push(`  re-used     ${formatBytes(r.reused)} (${r.reused} bytes) already on the target${check}`)
   const dl = r.downloadSeconds === null ? 'not finished' : `${r.downloadSeconds.toFixed(1)} s to finish`
   out.push(`  time        ${dl}, ${r.seconds.toFixed(1)} s in all${r.doneReason ? ` (stopped seeding: ${r.doneReason})` : ''}`)
+  if (r.webSeeds.length > 0) {
+    const share = r.downloaded > 0 ? ` (${((r.fromWebSeeds / r.downloaded) * 100).toFixed(0)}% of the download; ${(100 - (r.fromWebSeeds / r.downloaded) * 100).toFixed(0)}% from peers)` : ''
+    out.push(`  web seeds   ${formatBytes(r.fromWebSeeds)} (${r.fromWebSeeds} bytes)${share}`)
+    for (const w of r.webSeeds) out.push(`    ${w.url}: ${formatBytes(w.totalDownloaded)}${w.lastError ? `, last error: ${w.lastError}` : ''}`)
+  }
   for (const b of r.bans) out.push(`  banned      ${b.peer}: ${b.reason}`)
   if (r.then) out.push(`  then        ${r.then.action}: ${r.then.message}`)
   process.stdout.write(out.join('\n') + '\n')
@@ -175,7 +183,7 @@ export function registerDeploy(program: Command): void {
     .description('download an extent torrent onto a target, verify and flush it, seed a while, exit 0 only if all is on the target')
     .argument('<torrent>', '.torrent file')
     .argument('<target>', 'block device, partition or image file to write')
-  addThenOptions(addSwarmOptions(cmd), 'once the deploy is done (by the done policy) and the target is closed')
+  addThenOptions(addWebSeedOptions(addSwarmOptions(cmd)), 'once the deploy is done (by the done policy) and the target is closed')
     .option('--seed-ratio <r>', 'after finishing, seed until uploaded >= R × size')
     .option('--seed-idle <seconds>', 'after finishing, seed until no upload for this long (0: stop at once)', '10')
     .option('--force', 'write to a target that is mounted or otherwise in use (never to one another blockswarm torrent holds)')
@@ -223,7 +231,7 @@ export function registerDeploy(program: Command): void {
       let final: TorrentStatus | undefined
       let stalled: string | undefined
       try {
-        const added = await session.add(torrent, { target, force: flags.force, sequential: flags.sequential, skipCheck: flags.skipCheck, checkFirst: flags.checkFirst, seedRatio, seedIdle })
+        const added = await session.add(torrent, { target, force: flags.force, sequential: flags.sequential, skipCheck: flags.skipCheck, checkFirst: flags.checkFirst, seedRatio, seedIdle, webSeeds: flags.webSeed, webSeedImages: flags.webSeedImage })
         const hash = added.infoHash
         await new Promise<void>((resolve) => {
           const check = () => {

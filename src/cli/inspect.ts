@@ -20,6 +20,7 @@ export function summarize(t: ExtentTorrent) {
     source: t.meta.source ?? null,
     trackers: t.trackers,
     webSeeds: t.webSeeds,
+    webSeedImages: t.meta.webSeedImages ?? [],
     createdBy: t.createdBy ?? null,
   }
 }
@@ -51,6 +52,7 @@ export function registerInspect(program: Command): void {
         ['trackers', s.trackers.length ? s.trackers.join(' ') : 'none'],
       ]
       if (s.webSeeds.length) rows.push(['web seeds', s.webSeeds.join(' ')])
+      if (s.webSeedImages.length) rows.push(['web seed images', s.webSeedImages.join(' ')])
       for (const [k, v] of rows) process.stdout.write(`${k.padEnd(14)} ${v}\n`)
     })
 }

@@ -13,6 +13,7 @@ import { LSD_GROUP, LSD_PORT } from '../services/local-discovery.js'
 import { DEFAULT_SLOW_START } from '../services/slow-start.js'
 import { checkThenTools, THEN_KINDS, type ThenAction, thenActionFrom, type ThenChoice } from './then-action.js'
 import { parseSize } from '../util/size.js'
+import { WEB_SEED_CONNECTIONS } from '../swarm/web-seed.js'
 
 export interface SwarmFlags {
   port: string
@@ -32,6 +33,8 @@ export interface SwarmFlags {
   logLevel?: string
   metrics?: string
   lsd?: boolean
+  webSeedConnections: string
+  webSeedRate?: string
 }
 
 /** Collect a repeatable option's values. */
@@ -63,6 +66,21 @@ export function addSwarmOptions(cmd: Command): Command {
     .addOption(new Option('--log-level <level>', 'log level (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9100)')
     .option('--lsd', `find peers on the LAN by Local Service Discovery (BEP 14: multicast to ${LSD_GROUP}:${LSD_PORT}, TTL 1); off by default`)
+    .option('--web-seed-connections <n>', 'HTTP connections (pieces in flight) per web seed of a torrent', String(WEB_SEED_CONNECTIONS))
+    .option('--web-seed-rate <size>', "download limit per second from a torrent's web seeds together, e.g. 50M (default: none)")
+}
+
+/** The per-torrent web seed flags of deploy and add. */
+export interface WebSeedFlags {
+  webSeed: string[]
+  webSeedImage: string[]
+}
+
+/** Add --web-seed and --web-seed-image (repeatable) to a command that adds a torrent. */
+export function addWebSeedOptions(cmd: Command): Command {
+  return cmd
+    .option('--web-seed <url>', 'a web seed the torrent does not carry: an HTTP server over an extents directory, URL/NAME/<offset> (BEP 19; repeatable)', collect, [])
+    .option('--web-seed-image <url>', 'a raw disk image over HTTP holding the source: the extents are read at their offsets (repeatable)', collect, [])
 }
 
 /** Add the then-action flags; `when` says when the action runs for this command. */
@@ -158,6 +176,8 @@ export function sessionOptions(flags: SwarmFlags, log: Logger): SessionOptions {
       : undefined,
     hashThreads: flags.hashThreads === undefined ? undefined : wholeNumber(flags.hashThreads, '--hash-threads', 0, 64),
     lsd: !!flags.lsd,
+    webSeedConnections: wholeNumber(flags.webSeedConnections, '--web-seed-connections', 1, 64),
+    webSeedRate: flags.webSeedRate === undefined ? undefined : size(flags.webSeedRate, '--web-seed-rate'),
     log,
   }
 }

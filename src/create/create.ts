@@ -32,6 +32,8 @@ export interface CreateOptions {
   readonly pieceLength?: number
   readonly trackers?: readonly string[]
   readonly webSeeds?: readonly string[]
+  /** Raw disk images over HTTP holding the source (blockswarm's own dictionary: other clients are unaffected). */
+  readonly webSeedImages?: readonly string[]
   readonly mode?: UsedMode
   /** Path of a partclone torrent.info: take the extents (and, if they fit, the hashes) from it. */
   readonly fromPartclone?: string
@@ -227,7 +229,7 @@ export async function createTorrent(opts: CreateOptions, outputPath?: string): P
     extents: plan.extents,
     trackers: opts.trackers,
     webSeeds: opts.webSeeds,
-    meta: { targetSize: plan.targetSize, gaps: plan.gaps, source: plan.fs },
+    meta: { targetSize: plan.targetSize, gaps: plan.gaps, source: plan.fs, webSeedImages: opts.webSeedImages },
   })
   return {
     buffer,

@@ -30,6 +30,7 @@ import { type PeerPieces, TorrentSwarm } from '../swarm/torrent-swarm.js'
 import { SessionError } from './session-error.js'
 import type { ChokingPolicy } from '../swarm/choker.js'
 import type { TorrentStatus } from '../swarm/status.js'
+import type { WebSeedSpec } from '../swarm/web-seed.js'
 
 export { SessionError } from './session-error.js'
 export type { DonePolicy } from '../swarm/done-policy.js'
@@ -97,6 +98,10 @@ export interface SessionOptions {
   readonly requestTimeout?: number
   /** Find peers on the LAN by Local Service Discovery (BEP 14 multicast; default off). */
   readonly lsd?: boolean
+  /** Pieces in flight per web seed of a torrent (HTTP connections; default 4). */
+  readonly webSeedConnections?: number
+  /** Bytes/s from a torrent's web seeds together (0 or absent: no cap). */
+  readonly webSeedRate?: number
   /**
    * The store under every torrent (libtorrent's disk interface idea). Default:
    * storage's openStore (block devices, image files, extents directories;
@@ -131,6 +136,24 @@ export interface AddOptions {
   readonly seedRatio?: number
   /** …or after this many seconds without an upload. */
   readonly seedIdle?: number
+  /** Web seeds (BEP 19: URL/NAME/<offset> files) besides the torrent's url-list. */
+  readonly webSeeds?: readonly string[]
+  /** Raw disk images over HTTP holding the source, besides the torrent's own: the extents are read at their offsets. */
+  readonly webSeedImages?: readonly string[]
+}
+
+/** http(s) URLs only: anything else is refused before the torrent is added. */
+function webSeedList(urls: readonly string[] | undefined, kind: WebSeedSpec['kind']): WebSeedSpec[] {
+  return (urls ?? []).map((url) => {
+    let u: URL
+    try {
+      u = new URL(url)
+    } catch {
+      throw new SessionError('INVALID_ARGUMENT', `web seed ${JSON.stringify(url)} is not a URL`)
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new SessionError('INVALID_ARGUMENT', `web seed ${url}: only http:// and https:// URLs are supported`)
+    return { url, kind }
+  })
 }
 
 
@@ -223,6 +246,8 @@ export class Session extends EventEmitter {
       throw new SessionError('INVALID_ARGUMENT', `allowed peer networks: ${(err as Error).message}`)
     }
     positiveInt(opts.requestTimeout, 'requestTimeout')
+    positiveInt(opts.webSeedConnections, 'webSeedConnections')
+    nonNegative(opts.webSeedRate, 'webSeedRate')
     const staticPeers = peerList(opts.peers, 'session peers', allowPeers)
     const slowStart = opts.slowStart ? { ...DEFAULT_SLOW_START, ...(opts.slowStart === true ? {} : opts.slowStart) } : undefined
     const cache = Math.min(READ_CACHE_MAX, Math.floor(memory / 4))
@@ -321,6 +346,7 @@ export class Session extends EventEmitter {
     const seedRatio = nonNegative(opts.seedRatio, 'seedRatio')
     const seedIdle = nonNegative(opts.seedIdle, 'seedIdle')
     const peers = [...this.staticPeers, ...peerList(opts.peers, `torrent ${t.name} peers`, this.allowPeers)]
+    const webSeeds = [...webSeedList(opts.webSeeds, 'extents'), ...webSeedList(opts.webSeedImages, 'image')]
 
     const existing = this.torrents.get(t.infoHash)
     if (existing || this.adding.has(t.infoHash)) {
@@ -373,6 +399,9 @@ export class Session extends EventEmitter {
         policy: ownPolicy ? { seedRatio, seedIdle } : this.defaultPolicy,
         // the target deleted, replaced or shrunk while it is written (openStore's stores watch that)
         verifyTarget: store.verifyTarget?.bind(store),
+        webSeeds,
+        webSeedConnections: this.opts.webSeedConnections,
+        webSeedRate: this.opts.webSeedRate,
       },
       {
         peerId: this.peerId,

@@ -246,6 +246,58 @@ export class PieceDownloader implements DownloadSink {
     for (const ap of this.active.values()) if (ap.discardFrom(conn) > 0) this.open.add(ap)
   }
 
+  /**
+   * A web seed takes a whole piece that no connected peer has (ok: it may
+   * serve it): the piece is marked in progress and its buffer taken from the
+   * budget. Give it back with webSeedPiece (data) or webSeedFailed.
+   */
+  reserveForWebSeed(ok: (index: number) => boolean): { index: number; buffer: Buffer } | undefined {
+    if (!this.hooks.canRequest() || this.picker.missing === 0) return undefined
+    const index = this.picker.pickUnheld(ok)
+    if (index === undefined) return undefined
+    const buffer = this.budget.tryAlloc(pieceSize(this.torrent.layout, index))
+    if (!buffer) {
+      this.memoryStarved = true
+      return undefined
+    }
+    this.picker.setActive(index)
+    return { index, buffer }
+  }
+
+  /** A web seed could not deliver a reserved piece: it is missing again. */
+  webSeedFailed(index: number, buffer: Buffer): void {
+    this.budget.free(buffer)
+    this.picker.setMissing(index)
+    this.scheduleFill()
+  }
+
+  /** A web seed delivered a whole reserved piece: verified and written like a peer's. Resolves false if it failed its hash. */
+  async webSeedPiece(index: number, buffer: Buffer, digest: Buffer): Promise<boolean> {
+    this.writing += buffer.length
+    this.updateReadPause()
+    try {
+      if (!digest.equals(pieceHash(this.torrent, index))) {
+        this.picker.setMissing(index)
+        this.hashFailures++
+        this.fillAll()
+        return false
+      }
+      await this.store.writePiece(index, buffer)
+    } catch (err) {
+      this.picker.setMissing(index)
+      this.hooks.onError(err as Error)
+      return false
+    } finally {
+      this.writing -= buffer.length
+      this.budget.free(buffer)
+      this.updateReadPause()
+    }
+    this.have.add(index)
+    this.picker.setDone(index)
+    await this.hooks.onPiece(index)
+    return true
+  }
+
   /** Going offline: drop the pieces in progress (their buffers go back to the budget). */
   abort(): void {
     for (const ap of this.active.values()) {

@@ -162,6 +162,19 @@ export class PiecePicker {
     return u ? this.walk((i) => u[i] === 1 && has(i)) : undefined
   }
 
+  /** A missing piece no connected peer has (checked already), from a random start: what a web seed is asked for. */
+  pickUnheld(ok: (index: number) => boolean): number | undefined {
+    const u = this.unchecked
+    const b = this.buckets[0]
+    const n = b.length
+    const start = Math.floor(this.random() * n)
+    for (let k = 0; k < n; k++) {
+      const i = b[(start + k) % n]
+      if ((!u || u[i] === 0) && ok(i)) return i
+    }
+    return undefined
+  }
+
   private walk(ok: (index: number) => boolean): number | undefined {
     if (this.missingCount === 0) return undefined
     if (this.sequential) {

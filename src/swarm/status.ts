@@ -40,6 +40,26 @@ export interface UnreachablePeer {
   readonly failures: number
 }
 
+/** extents: URL/NAME/<offset> files (BEP 19); image: one raw disk image file, read at the extents' offsets. */
+export type WebSeedKind = 'extents' | 'image'
+
+export interface WebSeedStatus {
+  readonly url: string
+  readonly kind: WebSeedKind
+  /** active: pieces in flight; idle: nothing to ask it for; backoff: waiting after a fault. */
+  readonly state: 'active' | 'idle' | 'backoff'
+  /** Payload bytes/s received from it. */
+  readonly downloadRate: number
+  /** Payload bytes received from it (failed pieces included). */
+  readonly totalDownloaded: number
+  readonly inFlight: number
+  /** Pieces not asked of it again (they failed their hash, or it has not got the file). */
+  readonly spoiled: number
+  /** Faults in a row; 0 after a good piece. */
+  readonly failures: number
+  readonly lastError?: string
+}
+
 export interface BanStatus {
   readonly peer: string
   readonly reason: string
@@ -110,4 +130,8 @@ export interface TorrentStatus {
   /** Pieces that failed their SHA-1 check since the torrent was added (each fetched again). */
   readonly hashFailures: number
   readonly peerList: readonly PeerStatus[]
+  /** HTTP sources (BEP 19 web seeds and raw images), with their rate, bytes and last fault. */
+  readonly webSeeds: readonly WebSeedStatus[]
+  /** Payload bytes received from web seeds (part of totalDownloaded). */
+  readonly totalFromWebSeeds: number
 }

@@ -6,7 +6,7 @@ import type { ExtentTorrent } from '../torrent/metainfo.js'
 import { pieceSize } from '../torrent/piece-map.js'
 import type { PeerConnection } from './peer-connection.js'
 import type { PieceSet } from './piece-set.js'
-import type { PeerStatus, TorrentState, TorrentStatus, UnreachablePeer, BanStatus } from './status.js'
+import type { PeerStatus, TorrentState, TorrentStatus, UnreachablePeer, BanStatus, WebSeedStatus } from './status.js'
 
 /** Verified bytes held: whole pieces, the last one at its own size (what a tracker is told we have). */
 export function bytesDone(torrent: ExtentTorrent, have: PieceSet): number {
@@ -59,6 +59,8 @@ export interface StatusFacts {
   readonly hashFailures: number
   /** Bytes received of pieces not verified yet (PieceDownloader.bytesInFlight). */
   readonly bytesInFlight: number
+  readonly webSeeds: readonly WebSeedStatus[]
+  readonly totalFromWebSeeds: number
 }
 
 export function torrentStatus(torrent: ExtentTorrent, have: PieceSet, peers: Iterable<PeerConnection>, f: StatusFacts): TorrentStatus {
@@ -101,5 +103,7 @@ export function torrentStatus(torrent: ExtentTorrent, have: PieceSet, peers: Ite
     bans: f.bans,
     hashFailures: f.hashFailures,
     peerList,
+    webSeeds: f.webSeeds,
+    totalFromWebSeeds: f.totalFromWebSeeds,
   }
 }

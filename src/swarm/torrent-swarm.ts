@@ -50,6 +50,7 @@ import type { SwarmContext } from './swarm-context.js'
 import { bytesDone, torrentStatus } from './swarm-status.js'
 import { TrackerClient } from './tracker-client.js'
 import { UploadServer } from './upload-server.js'
+import { WEB_SEED_CONNECTIONS, WEB_SEED_TIMEOUT_MS, type WebSeedSpec, WebSeeds } from './web-seed.js'
 
 export type { SwarmContext } from './swarm-context.js'
 
@@ -73,6 +74,12 @@ export interface SwarmOptions {
   /** The session looks for peers on the LAN (BEP 14) and hands them to discovered(). */
   readonly localDiscovery?: boolean
   readonly policy: DonePolicy
+  /** HTTP sources added to the torrent's own (url-list, blockswarm's web seed image). */
+  readonly webSeeds?: readonly WebSeedSpec[]
+  /** Pieces in flight per web seed (HTTP connections; default WEB_SEED_CONNECTIONS). */
+  readonly webSeedConnections?: number
+  /** Bytes/s from all web seeds of the torrent; 0 or absent: no cap. */
+  readonly webSeedRate?: number
   /**
    * Rejects if the target is no longer what was opened (deleted, replaced,
    * shrunk): checked every tick while downloading and before reporting complete.
@@ -91,6 +98,7 @@ export class TorrentSwarm extends EventEmitter {
   readonly have: PieceSet
   private readonly picker: PiecePicker
   private readonly downloads: PieceDownloader
+  private readonly webSeeds: WebSeeds
   private readonly uploads: UploadServer
   private readonly choking: Choking
   private readonly peers: SwarmPeers
@@ -152,7 +160,10 @@ export class TorrentSwarm extends EventEmitter {
     this.downloads = new PieceDownloader(torrent, store, this.have, this.picker, ctx.budget, this.log, {
       canRequest: () => this.online && !this.have.complete,
       peers: () => this.peers,
-      onPiece: (index) => this.pieceDone(index),
+      onPiece: (index) => {
+        this.webSeeds.pump()
+        return this.pieceDone(index)
+      },
       onBan: (who, reason) => this.peers.ban(who, reason),
       onError: (err) => this.fail(err),
       checkFirst: (index) => this.check?.hurry(index),
@@ -182,6 +193,26 @@ export class TorrentSwarm extends EventEmitter {
       policy: opts.choking ?? 'fleet',
       seeding: () => this.have.complete,
     })
+    this.webSeeds = new WebSeeds(
+      [
+        ...torrent.webSeeds.map((url): WebSeedSpec => ({ url, kind: 'extents' })),
+        ...(torrent.meta.webSeedImages ?? []).map((url): WebSeedSpec => ({ url, kind: 'image' })),
+        ...(opts.webSeeds ?? []),
+      ],
+      torrent,
+      this.downloads,
+      {
+        connections: opts.webSeedConnections ?? WEB_SEED_CONNECTIONS,
+        rate: opts.webSeedRate ?? 0,
+        timeoutMs: ctx.requestTimeout ?? WEB_SEED_TIMEOUT_MS,
+        log: this.log,
+        onBytes: (n) => this.downloaded.add(n),
+        peersServing: () => {
+          for (const p of this.peers) if (!p.closed && !p.peerChoking) return true
+          return false
+        },
+      },
+    )
     this.policy = opts.policy
     for (const p of opts.peers) this.peers.dialer.add(p, 'static')
   }
@@ -295,6 +326,7 @@ export class TorrentSwarm extends EventEmitter {
   private goOnline(): void {
     if (this.online || this.closing) return
     this.online = true
+    this.webSeeds.reopen()
     this.onlineSince = Date.now()
     this.stoppedTrackerError = undefined
     if (this.opts.trackers.length > 0) {
@@ -315,7 +347,7 @@ export class TorrentSwarm extends EventEmitter {
       // complete from the start: 'started' with left=0 says so; 'completed' is only for a download that finished (BEP 3)
       this.tracker.start()
     }
-    if (this.opts.trackers.length === 0 && this.opts.peers.length === 0 && !this.have.complete) {
+    if (this.opts.trackers.length === 0 && this.opts.peers.length === 0 && this.webSeeds.size === 0 && !this.have.complete) {
       if (this.opts.localDiscovery) this.log.info('no tracker in the torrent and no --peer given: looking for peers on the LAN (--lsd)')
       else this.log.warn('no tracker in the torrent and no --peer given: waiting for peers to connect to us (or give --lsd to find them on the LAN)')
     }
@@ -329,6 +361,7 @@ export class TorrentSwarm extends EventEmitter {
     this.online = false
     clearInterval(this.timer)
     this.peers.closeAll(reason)
+    this.webSeeds.close()
     this.downloads.abort()
     const tracker = this.tracker
     this.tracker = undefined
@@ -346,6 +379,7 @@ export class TorrentSwarm extends EventEmitter {
     for (const p of this.peers) this.downloads.retune(p)
     this.choking.tick(this.ticks)
     this.downloads.fillAll()
+    this.webSeeds.pump()
     this.watchTarget()
     if (this.ticks % FLUSH_TICKS === 0) this.flushWritten()
     this.checkDone()
@@ -573,6 +607,8 @@ export class TorrentSwarm extends EventEmitter {
       bans: this.peers.bans.list().map(({ peer, reason }) => ({ peer, reason })),
       hashFailures: this.downloads.hashFailures,
       bytesInFlight: this.downloads.bytesInFlight,
+      webSeeds: this.webSeeds.status(),
+      totalFromWebSeeds: this.webSeeds.totalDownloaded,
     })
   }
 }

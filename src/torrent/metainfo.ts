@@ -34,6 +34,8 @@ export interface BlockswarmMeta {
   readonly gaps: GapPolicy
   /** How the used blocks were found (ext4, fat32, ntfs, zero, gpt, partclone…). */
   readonly source?: string
+  /** Raw disk images over HTTP holding the whole source (`web seed image`): the extents are read at their offsets. */
+  readonly webSeedImages?: readonly string[]
 }
 
 export interface ExtentTorrent {
@@ -289,7 +291,9 @@ function parseMeta(v: unknown, end: number): BlockswarmMeta {
     targetSize = int(v['target size'], 'blockswarm["target size"]')
     if (targetSize < end) throw new TorrentError(`blockswarm["target size"] ${targetSize} is smaller than the last extent's end ${end}`)
   }
-  return { gaps: gapsText, targetSize, source: text(v.source) }
+  const images = v['web seed image']
+  const webSeedImages = images === undefined ? undefined : (Array.isArray(images) ? images : [images]).map(text).filter((u): u is string => !!u)
+  return { gaps: gapsText, targetSize, source: text(v.source), webSeedImages: webSeedImages?.length ? webSeedImages : undefined }
 }
 
 // ---------------------------------------------------------------------------
@@ -327,6 +331,7 @@ export function buildTorrent(input: BuildInput): { buffer: Buffer; torrent: Exte
   const meta: Dict = { gaps: input.meta.gaps, version: 1 }
   if (input.meta.targetSize !== undefined) meta['target size'] = input.meta.targetSize
   if (input.meta.source !== undefined) meta.source = input.meta.source
+  if (input.meta.webSeedImages?.length) meta['web seed image'] = [...input.meta.webSeedImages]
   top.blockswarm = meta
   top['created by'] = input.createdBy ?? 'blockswarm'
   if (input.comment !== undefined) top.comment = input.comment
