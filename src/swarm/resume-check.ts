@@ -116,10 +116,20 @@ export class TargetCheck {
 
   /** Check this piece next (the downloader wants to start it). */
   hurry(index: number): void {
+    if (this.mostlyThere) return
     // a few at a time: the probe (and its verdict) must not wait behind a queue of them
     if (this.state[index] !== UNCHECKED || this.fresh || this.urgent.length >= URGENT_MAX || this.urgent.includes(index)) return
     this.urgent.push(index)
     this.wakeAll()
+  }
+
+  /**
+   * Most of what was checked is on the target (over 3/4 of at least 8
+   * pieces): the download has little to do, and hurried pieces would only
+   * turn sequential reads into random ones. The check reads in index order.
+   */
+  private get mostlyThere(): boolean {
+    return this.used === true && this.checked >= 8 && this.valid * 4 > this.checked * 3
   }
 
   /** The probe is over and nothing was intact: the check stops. */
@@ -141,6 +151,7 @@ export class TargetCheck {
       this.state[i] = TAKEN
       return i
     }
+    if (this.mostlyThere) this.urgent.length = 0
     while (this.urgent.length > 0) {
       const i = this.urgent.shift()!
       if (this.state[i] === UNCHECKED) return claim(i)
