@@ -20,7 +20,7 @@ import { extentName, gapsOf } from '../src/torrent/extents.js'
 import { type ExtentTorrent, parseTorrent } from '../src/torrent/metainfo.js'
 import type { WebSeedStatus } from '../src/swarm/status.js'
 import { extTestTree, makeExtImage, makeStaleTarget, treeDifferences, writeTree } from './helpers/images-ext.js'
-import { aria2cFlags, extentFileProblems } from './helpers/interop.js'
+import { aria2cFlags, differingExtents, extentFileProblems } from './helpers/interop.js'
 import { startNginx, type Nginx } from './helpers/nginx.js'
 import { cleanupAll, cli, freePort, loopAttach, onCleanup, readRange, run } from './helpers/sys.js'
 
@@ -100,10 +100,7 @@ async function staleLoop(name: string): Promise<string> {
 
 /** Extents that differ from the source, gaps that differ from the stale pattern. */
 async function compareTarget(target: string) {
-  const badExtents: string[] = []
-  for (const e of torrent.extents) {
-    if (!(await readRange(image, e.offset, e.length)).equals(await readRange(target, e.offset, e.length))) badExtents.push(`0x${e.offset.toString(16)}+${e.length}`)
-  }
+  const badExtents = await differingExtents(torrent, image, target)
   const touchedGaps: string[] = []
   for (const g of gapsOf(torrent.extents, IMAGE_SIZE)) {
     if (!(await readRange(stale, g.offset, g.length)).equals(await readRange(target, g.offset, g.length))) touchedGaps.push(`0x${g.offset.toString(16)}+${g.length}`)
