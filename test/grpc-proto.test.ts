@@ -43,6 +43,7 @@ function status(over: Partial<TorrentStatus> = {}): TorrentStatus {
     totalReused: 0,
     totalChecked: 0,
     checkPending: 0,
+    webSeeds: [],
     peers: 3,
     seeds: 1,
     startedAt: 1_000_000,
