@@ -44,6 +44,7 @@ function status(over: Partial<TorrentStatus> = {}): TorrentStatus {
     totalChecked: 0,
     checkPending: 0,
     webSeeds: [],
+    totalFromWebSeeds: 0,
     peers: 3,
     seeds: 1,
     startedAt: 1_000_000,
