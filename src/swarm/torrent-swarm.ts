@@ -288,8 +288,16 @@ export class TorrentSwarm extends EventEmitter {
     }
     this.checkRate = r.ms > 0 ? (r.bytesChecked / r.ms) * 1000 : undefined
     this.log.info(
-      { pieces: r.valid, of: this.torrent.pieceCount, checked: r.checked, reusedBytes: r.bytesValid, checkMBps: this.checkRate && +(this.checkRate / 1e6).toFixed(1) },
-      r.fresh ? `resume check: none of ${r.checked} pieces probed is on the target (a fresh disk), the rest is not checked` : 'resume check done',
+      {
+        pieces: r.valid,
+        of: this.torrent.pieceCount,
+        checked: r.checked,
+        reusedBytes: r.bytesValid,
+        checkMBps: this.checkRate && +(this.checkRate / 1e6).toFixed(1),
+        ...(r.fresh ? { fresh: true, note: `none of the ${r.checked} pieces probed is on the target (a fresh disk): the rest is not read back` } : {}),
+      },
+      // one message either way: operators' log filters look for it
+      'resume check done',
     )
     if (beside || this.closing) return
     this.phase = 'downloading'
