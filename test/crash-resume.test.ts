@@ -8,14 +8,13 @@
  * the image byte for byte, e2fsck -fn clean, re-using every piece the killed
  * run had reported verified, and downloading only what it did not re-use.
  */
-import { copyFile, mkdtemp, open, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { copyFile, open, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseTorrent, type ExtentTorrent } from '../src/torrent/metainfo.js'
 import { pieceSize } from '../src/torrent/piece-map.js'
 import { deployJson, firstDifference, startDeploy, startSeed, waitFor } from './helpers/deploy-run.js'
-import { extTestTree, makeExtImage, makeStaleTarget, writeTree } from './helpers/images-ext.js'
+import { makeGoldenWork } from './helpers/images-ext.js'
 import { cleanupAll, cli, loopAttach, run, waitExit } from './helpers/sys.js'
 import { mulberry32 } from '../tools/lib/random.js'
 
@@ -36,13 +35,7 @@ let torrentFile: string
 let torrent: ExtentTorrent
 
 beforeAll(async () => {
-  work = await mkdtemp(join(tmpdir(), 'bsw-crash-'))
-  const content = join(work, 'content')
-  await writeTree(content, extTestTree(53))
-  image = join(work, 'golden.img')
-  await makeExtImage(image, IMAGE_SIZE, 'mkfs.ext4', ['-b', '1024'], content)
-  stale = join(work, 'stale.img')
-  await makeStaleTarget(stale, IMAGE_SIZE)
+  ;({ work, image, stale } = await makeGoldenWork('bsw-crash-', 53, IMAGE_SIZE))
   torrentFile = join(work, 'golden.torrent')
   // zero-scan: the finish has real work (zeroing every gap over the stale data), so kills can land in it
   const made = await cli(['create', image, '-o', torrentFile, '--mode', 'zero', '--piece-size', '256K'])

@@ -8,13 +8,12 @@
  * a deploy killed with SIGKILL halfway resumes and fetches only what is
  * missing.
  */
-import { copyFile, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { copyFile, open, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { parseTorrent, type ExtentTorrent } from '../src/torrent/metainfo.js'
 import { gapsOf } from '../src/torrent/extents.js'
-import { extTestTree, makeExtImage, makeStaleTarget, treeDifferences, writeTree } from './helpers/images-ext.js'
+import { extTestTree, makeGoldenWork, treeDifferences } from './helpers/images-ext.js'
 import { captureOutput, cleanupAll, CLI, cli, freePort, loopAttach, readRange, run, startProcess, waitExit, waitFor } from './helpers/sys.js'
 
 const MiB = 1024 * 1024
@@ -74,13 +73,7 @@ const tree = extTestTree(41)
 
 beforeAll(async () => {
   // shared by the tests (cleanupAll after each test would remove a tempDir): removed in afterAll
-  work = await mkdtemp(join(tmpdir(), 'bsw-deploy-'))
-  const content = join(work, 'content')
-  await writeTree(content, tree)
-  image = join(work, 'golden.img')
-  await makeExtImage(image, IMAGE_SIZE, 'mkfs.ext4', ['-b', '1024'], content)
-  stale = join(work, 'stale.img')
-  await makeStaleTarget(stale, IMAGE_SIZE)
+  ;({ work, image, stale } = await makeGoldenWork('bsw-deploy-', 41, IMAGE_SIZE))
   trackerPort = await freePort()
   torrentFile = join(work, 'golden.torrent')
   const made = await cli(['create', image, '-o', torrentFile, '--piece-size', '256K', '--tracker', `http://127.0.0.1:${trackerPort}/announce`])

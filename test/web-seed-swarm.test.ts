@@ -5,12 +5,11 @@
  * share of bytes the nodes took from each other rather than from HTTP is
  * printed (goal: at least 60%) and must be more than half.
  */
-import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { copyFile, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, expect, it } from 'vitest'
 import { parseTorrent } from '../src/torrent/metainfo.js'
-import { extTestTree, makeExtImage, makeStaleTarget, writeTree } from './helpers/images-ext.js'
+import { makeGoldenWork } from './helpers/images-ext.js'
 import { differingExtents } from './helpers/interop.js'
 import { startNginx } from './helpers/nginx.js'
 import { cleanupAll, cli, freePort, loopAttach, run } from './helpers/sys.js'
@@ -25,19 +24,15 @@ afterAll(async () => {
 })
 
 it('1 web seed + 4 nodes, no BitTorrent seeder: every node exact, most bytes from peers', async () => {
-  work = await mkdtemp(join(tmpdir(), 'bsw-webseed-swarm-'))
-  const content = join(work, 'content')
-  await writeTree(content, extTestTree(31))
-  const image = join(work, 'golden.img')
-  await makeExtImage(image, 64 * MiB, 'mkfs.ext4', ['-b', '1024'], content)
+  const golden = await makeGoldenWork('bsw-webseed-swarm-', 31, 64 * MiB)
+  work = golden.work
+  const { image, stale } = golden
   const www = join(work, 'www')
   const nginx = await startNginx(www)
   const torrentFile = join(work, 'golden.torrent')
   const made = await cli(['create', image, '-o', torrentFile, '--name', 'disk0', '--piece-size', '256K', '--web-seed', nginx.url, '--extents-dir', www])
   expect(made.code, made.stderr).toBe(0)
   const torrent = parseTorrent(await readFile(torrentFile))
-  const stale = join(work, 'stale.img')
-  await makeStaleTarget(stale, 64 * MiB)
   const ports = await Promise.all(Array.from({ length: NODES }, () => freePort()))
   const devices: string[] = []
   for (let i = 0; i < NODES; i++) {

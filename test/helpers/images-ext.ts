@@ -5,7 +5,8 @@
  * and the round trip: copy only the used bytes over stale data and read the
  * files back with debugfs.
  */
-import { open, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { open, mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import type { ByteRange } from '../../src/torrent/extents.js'
 import { pseudoRandom, run, sh } from './sys.js'
@@ -139,4 +140,26 @@ export async function treeDifferences(image: string, dumpDir: string, tree: Tree
     else if (!data.equals(await readFile(join(dumpDir, path)))) problems.push(`${path}: content differs`)
   }
   return problems
+}
+
+/** A test's working directory with a golden ext4 image (1 KiB blocks) of the test tree and a stale target of the same size. */
+export interface GoldenWork {
+  /** The directory (the test removes it in its afterAll). */
+  readonly work: string
+  /** work/golden.img: mkfs.ext4 of extTestTree(treeSeed). */
+  readonly image: string
+  /** work/stale.img: stale non-zero bytes, `size` long. */
+  readonly stale: string
+}
+
+/** mkdtemp(prefix), the test tree of `treeSeed` put in an ext4 image of `size` bytes, and a stale target beside it. */
+export async function makeGoldenWork(prefix: string, treeSeed: number, size: number): Promise<GoldenWork> {
+  const work = await mkdtemp(join(tmpdir(), prefix))
+  const tree = join(work, 'content')
+  await writeTree(tree, extTestTree(treeSeed))
+  const image = join(work, 'golden.img')
+  await makeExtImage(image, size, 'mkfs.ext4', ['-b', '1024'], tree)
+  const stale = join(work, 'stale.img')
+  await makeStaleTarget(stale, size)
+  return { work, image, stale }
 }
