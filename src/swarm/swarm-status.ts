@@ -30,37 +30,39 @@ export function peerStatus(p: PeerConnection): PeerStatus {
   }
 }
 
-/** The parts of a status that are not the pieces' or the peers'. */
-export interface StatusFacts {
-  readonly target: string
-  readonly state: TorrentState
-  readonly complete: boolean
-  readonly paused: boolean
-  readonly done: boolean
-  readonly doneReason?: string
-  readonly error?: string
-  readonly lastProgress?: number
-  readonly trackerError?: string
-  readonly unreachable: readonly UnreachablePeer[]
-  readonly downloadRate: number
-  readonly uploadRate: number
-  readonly totalDownloaded: number
-  readonly totalUploaded: number
-  readonly totalReused: number
-  readonly startedAt: number
-  readonly finishedAt?: number
-  readonly lastUpload?: number
-  readonly lastDownload?: number
-  readonly checkRate?: number
-  readonly totalChecked: number
-  readonly checkPending: number
-  readonly firstDownload?: number
-  readonly bans: readonly BanStatus[]
-  readonly hashFailures: number
+/** The parts of a status that are not the pieces' or the peers' (documented on TorrentStatus). */
+export type StatusFacts = Pick<
+  TorrentStatus,
+  | 'target'
+  | 'state'
+  | 'complete'
+  | 'paused'
+  | 'done'
+  | 'doneReason'
+  | 'error'
+  | 'lastProgress'
+  | 'trackerError'
+  | 'unreachable'
+  | 'downloadRate'
+  | 'uploadRate'
+  | 'totalDownloaded'
+  | 'totalUploaded'
+  | 'totalReused'
+  | 'startedAt'
+  | 'finishedAt'
+  | 'lastUpload'
+  | 'lastDownload'
+  | 'checkRate'
+  | 'totalChecked'
+  | 'checkPending'
+  | 'firstDownload'
+  | 'bans'
+  | 'hashFailures'
+  | 'webSeeds'
+  | 'totalFromWebSeeds'
+> & {
   /** Bytes received of pieces not verified yet (PieceDownloader.bytesInFlight). */
   readonly bytesInFlight: number
-  readonly webSeeds: readonly WebSeedStatus[]
-  readonly totalFromWebSeeds: number
 }
 
 export function torrentStatus(torrent: ExtentTorrent, have: PieceSet, peers: Iterable<PeerConnection>, f: StatusFacts): TorrentStatus {
