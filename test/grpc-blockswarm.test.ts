@@ -5,12 +5,12 @@
 import { existsSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { ClientError, Status } from 'nice-grpc'
+import { Status } from 'nice-grpc'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { TorrentInfo } from '../src/control/blockswarm-wire.js'
 import { connectControl } from '../src/control/client.js'
 import { startControlServer } from '../src/control/server.js'
-import { extentDigest, makeImage, makeTarget, PYTHON, python, startInProcessDaemon, startSeeder, startSession } from './helpers/grpc-fixtures.js'
+import { extentDigest, grpcError, makeImage, makeTarget, PYTHON, python, startInProcessDaemon, startSeeder, startSession } from './helpers/grpc-fixtures.js'
 import { cleanupAll, onCleanup, sh, tempDir } from './helpers/sys.js'
 
 afterEach(cleanupAll)
@@ -21,16 +21,6 @@ function client(address: string) {
   const c = connectControl(address)
   onCleanup(async () => c.close())
   return c
-}
-
-async function grpcError(p: Promise<unknown>): Promise<{ code: string; details: string }> {
-  try {
-    await p
-  } catch (err) {
-    if (err instanceof ClientError) return { code: Status[err.code], details: err.details }
-    throw err
-  }
-  throw new Error('the call succeeded')
 }
 
 describe('blockswarm.v1.Blockswarm', () => {

@@ -133,6 +133,30 @@ describe('the hand-written wire types follow the .proto', () => {
   })
 })
 
+describe('web seeds on blockswarm.v1', () => {
+  it('TorrentInfo carries each web seed (rate rounded, no error = empty) and the bytes from web seeds; AddTorrentRequest its URLs', () => {
+    const s = status({
+      totalFromWebSeeds: 3 * GiB,
+      webSeeds: [
+        { url: 'http://10.0.0.1/', kind: 'extents', state: 'active', downloadRate: 99.6, totalDownloaded: 2 * GiB, inFlight: 4, spoiled: 0, failures: 0 },
+        { url: 'http://10.0.0.2/golden.img', kind: 'image', state: 'backoff', downloadRate: 0, totalDownloaded: GiB, inFlight: 0, spoiled: 2, failures: 3, lastError: 'HTTP 503 Service Unavailable for http://10.0.0.2/golden.img' },
+      ],
+    })
+    const info = toTorrentInfo(s)
+    expect(info.totalFromWebSeeds).toBe(3 * GiB)
+    expect(info.webSeeds).toEqual([
+      { url: 'http://10.0.0.1/', kind: 'extents', state: 'active', downloadRate: 100, totalDownloaded: 2 * GiB, spoiledPieces: 0, faults: 0, lastError: '' },
+      { url: 'http://10.0.0.2/golden.img', kind: 'image', state: 'backoff', downloadRate: 0, totalDownloaded: GiB, spoiledPieces: 2, faults: 3, lastError: 'HTTP 503 Service Unavailable for http://10.0.0.2/golden.img' },
+    ])
+    const m = BlockswarmService.GetTorrent
+    expect(m.responseDeserialize(m.responseSerialize(info))).toEqual(info)
+    const add = BlockswarmService.AddTorrent
+    const req = add.requestDeserialize(add.requestSerialize({ target: '/dev/sda', webSeeds: ['http://a/', 'https://b/'], webSeedImages: ['http://c/x.img'] }))
+    expect(req).toMatchObject({ target: '/dev/sda', webSeeds: ['http://a/', 'https://b/'], webSeedImages: ['http://c/x.img'], peers: [] })
+    expect(add.requestDeserialize(add.requestSerialize({}))).toMatchObject({ webSeeds: [], webSeedImages: [] })
+  })
+})
+
 describe('status mapping', () => {
   const now = 1_000_000 + 3_600_000
 

@@ -14,6 +14,7 @@ import { readTorrentFile } from './torrent-file.js'
 import { VERSION } from '../version.js'
 import { addClientSecurityOptions, type ClientSecurityFlags, clientSecurityFrom } from './security-options.js'
 import { BAR_FORMAT, barFields, stateText, torrentJson, torrentTable } from './torrent-view.js'
+import { addWebSeedOptions, collect } from './web-seed-options.js'
 
 /** Add --daemon and the TLS / token flags. */
 const daemonOptions = (cmd: Command): Command =>
@@ -44,8 +45,6 @@ function nonNegative(value: string): number {
   if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number >= 0')
   return n
 }
-
-const collect = (value: string, list: string[]): string[] => [...list, value]
 
 
 /**
@@ -119,7 +118,7 @@ export function registerControlCommands(program: Command): void {
     .option('--seed-ratio <r>', 'done (and paused) after uploading R times the torrent\'s size', nonNegative)
     .option('--seed-idle <seconds>', 'done (and paused) after this long without uploading, once finished', nonNegative)
     .option('--json', 'print the added torrent as JSON')
-  daemonOptions(add).action(async (torrentFile: string, target: string, o) => {
+  daemonOptions(addWebSeedOptions(add)).action(async (torrentFile: string, target: string, o) => {
     const bytes = await readTorrentFile(torrentFile, 'blockswarm add TORRENT TARGET')
     const t = await control(o, (c) =>
       c.blockswarm.AddTorrent({
@@ -133,6 +132,8 @@ export function registerControlCommands(program: Command): void {
         peers: o.peer,
         donePolicy:
           o.seedRatio !== undefined || o.seedIdle !== undefined ? { seedRatio: o.seedRatio ?? 0, seedIdleSeconds: o.seedIdle ?? 0 } : null,
+        webSeeds: o.webSeed,
+        webSeedImages: o.webSeedImage,
       }),
     )
     if (o.json) process.stdout.write(JSON.stringify(torrentJson(t), null, 2) + '\n')

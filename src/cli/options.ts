@@ -15,6 +15,8 @@ import { checkThenTools, THEN_KINDS, type ThenAction, thenActionFrom, type ThenC
 import { parseSize } from '../util/size.js'
 import { WEB_SEED_CONNECTIONS } from '../swarm/web-seed.js'
 
+export { addWebSeedOptions, type WebSeedFlags } from './web-seed-options.js'
+
 export interface SwarmFlags {
   port: string
   bind?: string
@@ -68,19 +70,6 @@ export function addSwarmOptions(cmd: Command): Command {
     .option('--lsd', `find peers on the LAN by Local Service Discovery (BEP 14: multicast to ${LSD_GROUP}:${LSD_PORT}, TTL 1); off by default`)
     .option('--web-seed-connections <n>', 'HTTP connections (pieces in flight) per web seed of a torrent', String(WEB_SEED_CONNECTIONS))
     .option('--web-seed-rate <size>', "download limit per second from a torrent's web seeds together, e.g. 50M (default: none)")
-}
-
-/** The per-torrent web seed flags of deploy and add. */
-export interface WebSeedFlags {
-  webSeed: string[]
-  webSeedImage: string[]
-}
-
-/** Add --web-seed and --web-seed-image (repeatable) to a command that adds a torrent. */
-export function addWebSeedOptions(cmd: Command): Command {
-  return cmd
-    .option('--web-seed <url>', 'a web seed the torrent does not carry: an HTTP server over an extents directory, URL/NAME/<offset> (BEP 19; repeatable)', collect, [])
-    .option('--web-seed-image <url>', 'a raw disk image over HTTP holding the source: the extents are read at their offsets (repeatable)', collect, [])
 }
 
 /** Add the then-action flags; `when` says when the action runs for this command. */

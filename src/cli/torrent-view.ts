@@ -2,7 +2,7 @@
  * How the CLI shows torrents: one plain JSON shape for scripts, table rows
  * and progress-bar fields for people. Pure functions of a TorrentInfo.
  */
-import type { TorrentInfo, WireState } from '../control/blockswarm-wire.js'
+import type { TorrentInfo, WireState, WireWebSeed } from '../control/blockswarm-wire.js'
 import { etaSeconds } from '../session/outcome.js'
 import { formatBytes } from '../util/size.js'
 
@@ -52,6 +52,8 @@ export function torrentJson(t: TorrentInfo) {
     complete: t.complete,
     finishedAt: t.finishedAt ? new Date(t.finishedAt).toISOString() : null,
     bans: t.bans,
+    fromWebSeeds: t.totalFromWebSeeds,
+    webSeeds: t.webSeeds.map((w) => ({ ...w, lastError: w.lastError || null })),
   }
 }
 
@@ -64,7 +66,12 @@ export function stateText(t: TorrentInfo): string {
   return t.done ? `${name} (done)` : name
 }
 
-/** A table of torrents for `status`. */
+/** A web seed's row under its torrent in `status`: kind, URL, state, rate, bytes, last error. */
+function webSeedCells(w: WireWebSeed): string[] {
+  return [`  ${w.kind === 'image' ? 'web seed image' : 'web seed'}`, w.url, w.state, formatRate(w.downloadRate), formatBytes(w.totalDownloaded), w.lastError ? `last error: ${w.lastError}` : '-']
+}
+
+/** A table of torrents for `status`; under each torrent, a row per web seed (aligned among themselves). */
 export function torrentTable(list: readonly TorrentInfo[]): string {
   const head = ['HASH', 'NAME', 'STATE', 'PROGRESS', 'DOWN', 'UP', 'PEERS', 'ETA', 'TARGET']
   const rows = list.map((t) => [
@@ -78,7 +85,12 @@ export function torrentTable(list: readonly TorrentInfo[]): string {
     formatDuration(etaSeconds(t)),
     t.target,
   ])
-  return alignColumns([head, ...rows])
+  const [header, ...lines] = alignColumns([head, ...rows]).split('\n')
+  const seedRows = list.flatMap((t) => t.webSeeds.map(webSeedCells))
+  const seedLines = seedRows.length ? alignColumns(seedRows).split('\n') : []
+  const out = [header]
+  list.forEach((t, i) => out.push(lines[i], ...seedLines.splice(0, t.webSeeds.length)))
+  return out.join('\n') + '\n'
 }
 
 /** Rows of cells as text columns, two spaces apart (the last column not padded), one line each. */

@@ -10,7 +10,7 @@ import { VERSION } from '../version.js'
 import type { DonePolicy, TorrentInfo, BlockswarmDefinition } from './blockswarm-wire.js'
 import type { ControlContext } from './control-context.js'
 import { findTorrent } from './ezio-service.js'
-import { infoHashArg, infoHashList, targetArg, torrentArg } from './requests.js'
+import { infoHashArg, infoHashList, targetArg, torrentArg, webSeedUrls } from './requests.js'
 import { toTorrentInfo } from './status-mapping.js'
 
 const DEFAULT_WATCH_INTERVAL_MS = 500
@@ -65,6 +65,8 @@ export function blockswarmImplementation(ctx: ControlContext): ServiceImplementa
       const torrent = torrentArg(req.torrent, 'torrent')
       const target = targetArg(req.target, 'target')
       const policy = req.donePolicy ? policyArg(req.donePolicy, 'done_policy') : undefined
+      const webSeeds = webSeedUrls(req.webSeeds, 'web_seeds')
+      const webSeedImages = webSeedUrls(req.webSeedImages, 'web_seed_images')
       const status = await session.add(torrent, {
         target,
         seedingMode: req.seedingMode,
@@ -75,6 +77,8 @@ export function blockswarmImplementation(ctx: ControlContext): ServiceImplementa
         peers: req.peers,
         seedRatio: policy?.seedRatio || undefined,
         seedIdle: policy?.seedIdleSeconds || undefined,
+        webSeeds,
+        webSeedImages,
       })
       return toTorrentInfo(status)
     },

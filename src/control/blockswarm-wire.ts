@@ -31,6 +31,18 @@ export interface WirePeer {
   interested: boolean
 }
 
+/** An HTTP source of the torrent (proto WebSeed); kind "extents" or "image", state "active", "idle" or "backoff". */
+export interface WireWebSeed {
+  url: string
+  kind: string
+  state: string
+  downloadRate: number
+  totalDownloaded: number
+  spoiledPieces: number
+  faults: number
+  lastError: string
+}
+
 export interface TorrentInfo {
   infoHash: string
   name: string
@@ -60,6 +72,8 @@ export interface TorrentInfo {
   doneReason: string
   totalReused: number
   complete: boolean
+  webSeeds: WireWebSeed[]
+  totalFromWebSeeds: number
 }
 
 export interface AddTorrentRequest {
@@ -73,6 +87,8 @@ export interface AddTorrentRequest {
   peers: string[]
   /** null when the request did not set one. */
   donePolicy: DonePolicy | null
+  webSeeds: string[]
+  webSeedImages: string[]
 }
 
 export interface HashesRequest {

@@ -4,6 +4,7 @@
  */
 import { isAbsolute } from 'node:path'
 import { ServerError, Status } from 'nice-grpc'
+import { webSeedUrlError } from '../swarm/web-seed.js'
 import { type ExtentTorrent, isInfoHash, parseTorrent } from '../torrent/metainfo.js'
 
 /** A v1 info-hash as 40 lowercase hex digits (upper case is accepted and folded). */
@@ -35,4 +36,13 @@ export function targetArg(path: string, field: string): string {
 /** Hashes of a filter, validated, duplicates dropped, order kept. */
 export function infoHashList(values: readonly string[], field: string): string[] {
   return [...new Set(values.map((v) => infoHashArg(v, field)))]
+}
+
+/** Web seed URLs of an add request: http:// or https:// each, else INVALID_ARGUMENT naming the entry and the URL. */
+export function webSeedUrls(values: readonly string[], field: string): string[] {
+  values.forEach((url, i) => {
+    const error = webSeedUrlError(url, `${field}[${i}]`)
+    if (error !== undefined) throw new ServerError(Status.INVALID_ARGUMENT, error)
+  })
+  return [...values]
 }

@@ -142,5 +142,16 @@ export function toTorrentInfo(s: TorrentStatus, opts: { peers?: boolean } = {}):
     doneReason: s.doneReason ?? '',
     totalReused: s.totalReused,
     complete: s.complete,
+    webSeeds: s.webSeeds.map((w) => ({
+      url: w.url,
+      kind: w.kind,
+      state: w.state,
+      downloadRate: Math.round(w.downloadRate),
+      totalDownloaded: w.totalDownloaded,
+      spoiledPieces: w.spoiled,
+      faults: w.failures,
+      lastError: w.lastError ?? '',
+    })),
+    totalFromWebSeeds: s.totalFromWebSeeds,
   }
 }

@@ -49,6 +49,7 @@ export function sessionRegistry(session: Session): Registry {
 
   counter('blockswarm_torrent_downloaded_bytes_total', 'Payload bytes downloaded (duplicates and failed pieces included)', (s) => s.totalDownloaded)
   counter('blockswarm_torrent_uploaded_bytes_total', 'Payload bytes uploaded', (s) => s.totalUploaded)
+  counter('blockswarm_torrent_web_seed_downloaded_bytes_total', 'Payload bytes downloaded from HTTP web seeds and images (part of downloaded_bytes_total)', (s) => s.totalFromWebSeeds)
   counter('blockswarm_torrent_hash_failures_total', 'Pieces that failed their SHA-1 check (each fetched again)', (s) => s.hashFailures)
   counter('blockswarm_torrent_bans_total', 'Peers banned for sending corrupt data', (s) => s.bans.length)
   gauge('blockswarm_torrent_download_rate_bytes_per_second', 'Payload download rate', (s) => s.downloadRate)

@@ -26,11 +26,11 @@ import { PieceVerifier } from '../services/piece-verifier.js'
 import { TokenBucket } from '../services/rate-limit.js'
 import { ReadCache } from '../services/read-cache.js'
 import { DEFAULT_SLOW_START, type SlowStart, slowStartCap, tighterLimit } from '../services/slow-start.js'
-import { type PeerPieces, TorrentSwarm } from '../swarm/torrent-swarm.js'
+import { type PeerPieces, type SeedSeen, TorrentSwarm } from '../swarm/torrent-swarm.js'
 import { SessionError } from './session-error.js'
 import type { ChokingPolicy } from '../swarm/choker.js'
 import type { TorrentStatus } from '../swarm/status.js'
-import type { WebSeedSpec } from '../swarm/web-seed.js'
+import { type WebSeedSpec, webSeedUrlError } from '../swarm/web-seed.js'
 
 export { SessionError } from './session-error.js'
 export type { DonePolicy } from '../swarm/done-policy.js'
@@ -145,13 +145,8 @@ export interface AddOptions {
 /** http(s) URLs only: anything else is refused before the torrent is added. */
 function webSeedList(urls: readonly string[] | undefined, kind: WebSeedSpec['kind']): WebSeedSpec[] {
   return (urls ?? []).map((url) => {
-    let u: URL
-    try {
-      u = new URL(url)
-    } catch {
-      throw new SessionError('INVALID_ARGUMENT', `web seed ${JSON.stringify(url)} is not a URL`)
-    }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new SessionError('INVALID_ARGUMENT', `web seed ${url}: only http:// and https:// URLs are supported`)
+    const error = webSeedUrlError(url, 'web seed')
+    if (error !== undefined) throw new SessionError('INVALID_ARGUMENT', error)
     return { url, kind }
   })
 }
@@ -444,6 +439,11 @@ export class Session extends EventEmitter {
   /** Each connected peer's pieces of one torrent (none for an unknown hash). */
   peerPieces(hash: string): PeerPieces[] {
     return this.torrents.get(String(hash).toLowerCase())?.swarm.peerPieces() ?? []
+  }
+
+  /** The peers of one torrent seen to hold every piece, connected now or not (a seed closes its connection to another seed at once). */
+  seedsSeen(hash: string): SeedSeen[] {
+    return this.torrents.get(String(hash).toLowerCase())?.swarm.seedsSeen() ?? []
   }
 
   /** The parsed torrent of a hash this session holds. */

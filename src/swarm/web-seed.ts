@@ -74,6 +74,18 @@ class WebSeedError extends Error {
   }
 }
 
+/** Why `url` cannot be a web seed (only http:// and https:// URLs can), as a message starting with `what`; undefined when it can. */
+export function webSeedUrlError(url: string, what: string): string | undefined {
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    return `${what} ${JSON.stringify(url)} is not a URL`
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `${what} ${url}: only http:// and https:// URLs are supported`
+  return undefined
+}
+
 /** The URL of one extent file under an extents-directory web seed (BEP 19 multi-file: URL/NAME/PATH). */
 export function extentUrl(base: string, name: string, offset: number): string {
   const dir = base.endsWith('/') ? base : `${base}/`

@@ -16,6 +16,7 @@ import type { TorrentStatus } from '../../src/swarm/status.js'
 import type { ExtentTorrent } from '../../src/torrent/metainfo.js'
 import { captureOutput, CLI, onCleanup, pseudoRandom, ROOT, run, startProcess } from './sys.js'
 import { connectControl } from '../../src/control/client.js'
+import { ClientError, Status } from 'nice-grpc'
 
 export const PYTHON = '/usr/bin/python3'
 const PY_CLIENT = join(ROOT, 'test/helpers/python-ezio-client.py')
@@ -147,4 +148,15 @@ export function waitStatus(session: Session, hash: string, pred: (s: TorrentStat
     session.on('change', check)
     check()
   })
+}
+
+/** The gRPC status (by name) and details a call failed with; throws if it succeeded or failed otherwise. */
+export async function grpcError(p: Promise<unknown>): Promise<{ code: string; details: string }> {
+  try {
+    await p
+  } catch (err) {
+    if (err instanceof ClientError) return { code: Status[err.code], details: err.details }
+    throw err
+  }
+  throw new Error('the call succeeded')
 }
