@@ -8,54 +8,24 @@
  * prints the same. The SSE stream must carry an announce within 2 s.
  * UPDATE_SCREENSHOT=1 writes docs/fleet-dashboard.png.
  */
-import { copyFile, writeFile } from 'node:fs/promises'
-import { get, type IncomingMessage } from 'node:http'
+import { copyFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import puppeteer, { type Browser } from 'puppeteer-core'
 import { afterAll, describe, expect, it } from 'vitest'
-import { createTorrent } from '../src/create/create.js'
-import type { FleetSnapshot } from '../src/dashboard/fleet-model.js'
 import { type DeployProc, startDeploy, startSeed } from './helpers/deploy-run.js'
+import { fetchFleet, followEvents, makeFleetImage } from './helpers/fleet.js'
 import { makeTarget } from './helpers/grpc-fixtures.js'
-import { cleanupAll, cli, freePort, onCleanup, pseudoRandom, ROOT, tempDir, waitFor } from './helpers/sys.js'
+import { cleanupAll, cli, freePort, onCleanup, ROOT, tempDir, waitFor } from './helpers/sys.js'
 
 afterAll(cleanupAll)
 
-const MiB = 1024 * 1024
 const CHROMIUM = '/usr/bin/chromium'
-
-/** The fleet's SSE stream: every event's snapshot with the time it arrived. */
-function followEvents(url: string): { events: { at: number; snap: FleetSnapshot }[] } {
-  const events: { at: number; snap: FleetSnapshot }[] = []
-  let buf = ''
-  const req = get(url, (res: IncomingMessage) => {
-    res.setEncoding('utf8')
-    res.on('data', (d: string) => {
-      buf += d
-      let end
-      while ((end = buf.indexOf('\n\n')) >= 0) {
-        const block = buf.slice(0, end)
-        buf = buf.slice(end + 2)
-        const data = /^data: (.*)$/m.exec(block)
-        if (/^event: fleet$/m.test(block) && data) events.push({ at: Date.now(), snap: JSON.parse(data[1]) as FleetSnapshot })
-      }
-    })
-  })
-  req.on('error', () => {})
-  onCleanup(async () => void req.destroy())
-  return { events }
-}
 
 describe('the fleet dashboard', () => {
   it('shows 4 deploys live in a browser: one silent after it is killed, three done, the fleet count and T*; the terminal view agrees; SSE within 2 s of an announce', async () => {
     const dir = await tempDir('bsw-fleet-')
-    const size = 8 * MiB
-    const source = join(dir, 'golden.img')
-    await writeFile(source, pseudoRandom(size, 13))
     const trackerPort = await freePort()
-    const made = await createTorrent({ source, name: 'golden', mode: 'all', pieceLength: 64 * 1024, trackers: [`http://127.0.0.1:${trackerPort}/announce`] })
-    const torrentFile = join(dir, 'golden.torrent')
-    await writeFile(torrentFile, made.buffer)
+    const { source, size, torrentFile, torrent } = await makeFleetImage(dir, `http://127.0.0.1:${trackerPort}/announce`, 13)
     const dashPort = await freePort()
     const seeder = await startSeed(torrentFile, source, ['--tracker-embedded', String(trackerPort), '--tracker-interval', '1', '--upload-rate', '1M', '--dashboard', String(dashPort)])
     const url = /^ {2}dashboard +(\S+)$/m.exec(seeder.text())?.[1]
@@ -76,7 +46,7 @@ describe('the fleet dashboard', () => {
     // killed once the dashboard shows it part-way
     await waitFor('node 3 to be part-way on the dashboard', async () => {
       if (victim.child.exitCode !== null) return true
-      const snap = (await (await fetch(`${url}api/fleet`)).json()) as FleetSnapshot
+      const snap = await fetchFleet(url!)
       return snap.nodes.some((n) => n.address === victimAddress && n.progress > 0)
     }, 60_000, victim.text)
     expect(victim.child.exitCode, 'node 3 finished before it could be killed').toBeNull()
@@ -108,7 +78,7 @@ describe('the fleet dashboard', () => {
     expect(d.rates).toMatch(/C_seed 1\.05 MB\/s \(upload-rate\)/)
     expect(d.chart).toBe(2)
     const silentRow = d.rows.find((r) => r.state === 'silent')
-    const json = (await (await fetch(`${url}api/fleet`)).json()) as FleetSnapshot
+    const json = await fetchFleet(url!)
     expect(json.nodes.find((n) => n.state === 'silent')!.address).toBe(silentRow!.address)
     expect(json.fleet).toMatchObject({ nodes: 4, done: 3 })
     expect(json.bound.seconds).toBeGreaterThan(0)
@@ -129,7 +99,7 @@ describe('the fleet dashboard', () => {
 
     // an announce reaches the stream within 2 s, measured from the announce
     const peerId = Buffer.from('-XX0001-fleettest001')
-    const q = `info_hash=${escape(made.torrent.infoHash.replace(/../g, (h) => String.fromCharCode(parseInt(h, 16))))}&peer_id=${escape(peerId.toString('latin1'))}&port=7999&uploaded=0&downloaded=0&left=${size}&event=started&compact=1`
+    const q = `info_hash=${escape(torrent.infoHash.replace(/../g, (h) => String.fromCharCode(parseInt(h, 16))))}&peer_id=${escape(peerId.toString('latin1'))}&port=7999&uploaded=0&downloaded=0&left=${size}&event=started&compact=1`
     const announcedAt = Date.now()
     const answer = await fetch(`http://127.0.0.1:${trackerPort}/announce?${q}`)
     expect(answer.status).toBe(200)

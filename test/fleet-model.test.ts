@@ -1,8 +1,9 @@
 /**
  * The fleet model (src/dashboard/fleet-model.ts) from made-up announces and
- * observations at chosen times: each node state, the rates, the fleet's
- * counts, T*, the pieces' holders; the dashboard's address rules; the terminal
- * view's text.
+ * observations at chosen times: each node state (with and without a
+ * tracker), the rates, the fleet's counts, T*, the pieces' holders (complete
+ * nodes hold every piece, also after they left; silent ones none); the
+ * dashboard's address rules; the terminal view's text.
  */
 import { describe, expect, it } from 'vitest'
 import { fleetApiUrl, fleetText, pieceStrip } from '../src/cli/fleet.js'
@@ -102,6 +103,53 @@ describe('fleet model', () => {
     expect(snap.bound).toMatchObject({ seederRate: 500, seederRateFrom: 'upload-rate', seconds: null })
   })
 
+  it('the piece strip counts a complete node as holding every piece, connected or not, and a silent or failed one for none', () => {
+    const m = new FleetModel(facts())
+    for (let n = 1; n <= 5; n++) m.announce(announce(n, T0, { event: 'started' }))
+    // 2 finished and left (done); 3 finished and still announces, not connected (seeding); 4 finished and then went quiet (silent)
+    for (const n of [2, 3, 4]) m.announce(announce(n, T0 + 1000, { left: 0, event: 'completed' }))
+    m.announce(announce(2, T0 + 2000, { left: 0, event: 'stopped' }))
+    m.announce(announce(3, T0 + 10_000, { left: 0 }))
+    // 5 held 6 pieces while connected, then left unfinished (error)
+    m.observe({ at: T0 + 1000, seederUploadRate: 0, seederUploaded: 0, peers: [{ peerId: id(5), address: 'e', ...bits(6) }] })
+    m.announce(announce(5, T0 + 2000, { left: S - 6 * PIECE, event: 'stopped' }))
+    m.observe({ at: T0 + 11_000, seederUploadRate: 0, seederUploaded: 0, peers: [{ peerId: id(1), address: 'a', ...bits(3) }] })
+    // node 1's three pieces, and all of them on nodes 2, 3 and 4 (heard from 10 s ago: not silent yet)
+    let snap = m.snapshot(T0 + 11_000)
+    expect(snap.nodes.map((n) => n.state)).toEqual(['downloading', 'done', 'seeding', 'seeding', 'error'])
+    expect(snap.pieces).toEqual([4, 4, 4, 3, 3, 3, 3, 3, 3, 3])
+    // once 4 is silent it counts for none
+    snap = m.snapshot(T0 + 12_000)
+    expect(snap.nodes.map((n) => n.state)).toEqual(['downloading', 'done', 'seeding', 'silent', 'error'])
+    expect(snap.pieces).toEqual([3, 3, 3, 2, 2, 2, 2, 2, 2, 2])
+  })
+
+  it('without a tracker: a node seen complete is done once it leaves, never silent, also when it finished and left between two observations', () => {
+    const m = new FleetModel(facts({ tracker: false }))
+    const peer = (n: number, count: number) => ({ peerId: id(n), address: `127.0.0.1:${7000 + n}`, ...bits(count) })
+    m.observe({ at: T0, seederUploadRate: 0, seederUploaded: 0, peers: [peer(1, 2), peer(2, 5), peer(3, 1)] })
+    // 1 finishes while connected; 2 finishes and leaves before the next look (a seed closes its connection to the seeder at once); 3 leaves unfinished
+    m.observe({ at: T0 + 1000, seederUploadRate: 0, seederUploaded: 0, peers: [peer(1, PIECES)], seeds: [{ peerId: id(1), address: '127.0.0.1:7001', at: T0 + 900 }, { peerId: id(2), address: '127.0.0.1:7002', at: T0 + 600 }] })
+    let snap = m.snapshot(T0 + 1000)
+    expect(snap.nodes.map((n) => [n.state, n.progress, n.connected])).toEqual([['seeding', 1, true], ['done', 1, false], ['downloading', 0.1, false]])
+    expect(snap.nodes[1].completedAt).toBe(T0 + 600)
+    // 1 and 2 hold every piece; what 3 holds now is not known (it is not connected)
+    expect(snap.pieces).toEqual(new Array(PIECES).fill(2))
+    // 1 leaves too; long after (past two announce intervals) both are still done and hold everything, 3 is silent and holds nothing here
+    const seeds = [{ peerId: id(1), address: '127.0.0.1:7001', at: T0 + 900 }, { peerId: id(2), address: '127.0.0.1:7002', at: T0 + 600 }]
+    m.observe({ at: T0 + 2000, seederUploadRate: 0, seederUploaded: 0, peers: [], seeds })
+    const later = T0 + 2000 + (snap.silentAfter + 1) * 1000
+    m.observe({ at: later, seederUploadRate: 0, seederUploaded: 0, peers: [], seeds })
+    snap = m.snapshot(later)
+    expect(snap.nodes.map((n) => n.state)).toEqual(['done', 'done', 'silent'])
+    expect(snap.fleet).toMatchObject({ nodes: 3, done: 2 })
+    expect(snap.fleet.lastFinish).toBeCloseTo(0.9)
+    expect(snap.pieces).toEqual(new Array(PIECES).fill(2))
+    // the seeder's own id among the seeds is not a node
+    m.observe({ at: later, seederUploadRate: 0, seederUploaded: 0, peers: [], seeds: [...seeds, { peerId: SEEDER, address: 'x', at: later }] })
+    expect(m.snapshot(later).fleet.nodes).toBe(3)
+  })
+
   it('T* = max(S/C_seed, S/C, N·S/(C_seed + N·C))', () => {
     expect(lastFinishBound(100, 10, 50, 1)).toBe(10)
     expect(lastFinishBound(100, 50, 10, 1)).toBe(10)
@@ -141,7 +189,8 @@ describe('blockswarm fleet: the terminal view', () => {
     expect(text).toMatch(/^T\* - /m)
     expect(text).toMatch(/^127\.0\.0\.1:7001 +\[########-+\] +40\.0% +downloading/m)
     expect(text).toMatch(/^127\.0\.0\.1:7002 +\[#{20}\] 100\.0% +done/m)
-    expect(text).toMatch(/^pieces {2}1111000000$/m)
+    // node 2 is done: it holds every piece
+    expect(text).toMatch(/^pieces {2}2222111111$/m)
     expect(pieceStrip([3, 1, 12, 12], 2)).toBe('1+')
     expect(fleetApiUrl('127.0.0.1:8080').href).toBe('http://127.0.0.1:8080/api/fleet')
     expect(fleetApiUrl('https://h:1/?torrent=ab&token=x').href).toBe('https://h:1/api/fleet?torrent=ab&token=x')

@@ -25,7 +25,7 @@ import { loadTorrentFile } from './torrent-file.js'
 import { addSwarmOptions, addThenOptions, collect, makeLogger, optionalNumber, sessionOptions, type SwarmFlags, thenActionOf } from './options.js'
 import { addControlSecurityOptions, type ControlSecurityFlags, controlSecurityFrom } from './security-options.js'
 import { onStopSignal } from './shutdown.js'
-import { addDashboardOption, type DashboardFlags, startDashboard } from './dashboard-options.js'
+import { addDashboardOption, checkDashboardFlag, type DashboardFlags, startDashboard } from './dashboard-options.js'
 import { addEzioOptions, type EzioFlags, fileModeOpener, foldEzioFlags } from './ezio-options.js'
 import { VERSION } from '../version.js'
 
@@ -101,6 +101,7 @@ export function daemonCommand(name: string): Command {
       const statusEvery = (optionalNumber(flags.statusInterval, '--status-interval') ?? 30) * 1000
       const listen = flags.listen.length > 0 ? flags.listen : [DEFAULT_CONTROL_ADDRESS]
       const security = controlSecurityFrom(flags)
+      if (flags.dashboard !== undefined) await checkDashboardFlag(flags.dashboard, security)
       const log = makeLogger(flags.logLevel ?? 'info')
       const options = { ...sessionOptions(flags, log), donePolicy: { seedRatio, seedIdle }, openStore: flags.file ? fileModeOpener : undefined }
       const session = await Session.start(options)

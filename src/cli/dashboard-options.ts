@@ -36,6 +36,12 @@ export interface Dashboard {
   close(): Promise<void>
 }
 
+/** Refuse a --dashboard address before anything is started (as the control port's addresses are all checked before one is bound). */
+export async function checkDashboardFlag(address: string, security: ControlSecurity): Promise<void> {
+  const { checkDashboardHost, parseDashboardAddress } = await import('../dashboard/fleet-server.js')
+  checkDashboardHost(parseDashboardAddress(address).host, security)
+}
+
 /** Start the fleet feed and its server; the feed stops if the server cannot start. */
 export async function startDashboard(
   session: Session,

@@ -17,7 +17,7 @@ import type { AnnounceEmitter } from '../dashboard/fleet-feed.js'
 import { loadTorrentFile } from './torrent-file.js'
 import { addSwarmOptions, makeLogger, sessionOptions, type SwarmFlags } from './options.js'
 import { onStopSignal } from './shutdown.js'
-import { addDashboardOption, addDashboardSecurityOptions, type Dashboard, type DashboardFlags, startDashboard } from './dashboard-options.js'
+import { addDashboardOption, addDashboardSecurityOptions, checkDashboardFlag, type Dashboard, type DashboardFlags, startDashboard } from './dashboard-options.js'
 import { type ControlSecurityFlags, controlSecurityFrom } from './security-options.js'
 
 interface SeedFlags extends SwarmFlags, DashboardFlags, ControlSecurityFlags {
@@ -111,6 +111,7 @@ export function registerSeed(program: Command): void {
       const log = makeLogger(flags.logLevel ?? 'info')
       if (flags.force) await warnChangingSource(source)
       const dashboardSecurity = flags.dashboard === undefined ? undefined : controlSecurityFrom(flags)
+      if (flags.dashboard !== undefined) await checkDashboardFlag(flags.dashboard, dashboardSecurity!)
       let tracker: Awaited<ReturnType<typeof startTracker>> | undefined
       if (flags.trackerEmbedded !== undefined) {
         const port = flags.trackerEmbedded === true ? DEFAULT_TRACKER_PORT : Number(flags.trackerEmbedded)

@@ -1,8 +1,9 @@
 /**
  * Feeds the fleet model (fleet-model.ts) of every torrent a session holds:
  * the embedded tracker's announces as they are answered, and once a second
- * what the session sees (its upload, each connected peer's pieces). Emits
- * 'change' with the info-hash whenever a torrent's fleet may look different.
+ * what the session sees (its upload, each connected peer's pieces, the peers
+ * it saw complete, also those that left). Emits 'change' with the info-hash
+ * whenever a torrent's fleet may look different.
  */
 import { EventEmitter } from 'node:events'
 import type { Session } from '../session/session.js'
@@ -109,7 +110,7 @@ export class FleetFeed extends EventEmitter {
     for (const s of this.session.status()) {
       const m = this.model(s.infoHash)
       if (!m) continue
-      m.observe({ at, seederUploadRate: s.uploadRate, seederUploaded: s.totalUploaded, peers: this.session.peerPieces(s.infoHash) })
+      m.observe({ at, seederUploadRate: s.uploadRate, seederUploaded: s.totalUploaded, peers: this.session.peerPieces(s.infoHash), seeds: this.session.seedsSeen(s.infoHash) })
       this.emit('change', s.infoHash)
     }
     for (const h of this.models.keys()) if (!this.session.torrent(h)) this.models.delete(h)

@@ -9,8 +9,11 @@
  * - seen: a node is seen when it announces, and at every observation while it
  *   is connected to the seeder.
  * - silent: not seen for two announce intervals (and it did not say goodbye).
- * - complete: the node holds every piece; "done" counts the complete nodes
- *   (state seeding or done).
+ *   Without a tracker a complete node is never silent: once it is not
+ *   connected it is done (nothing more would be heard of it).
+ * - complete: the node holds every piece (its announce says left = 0, or the
+ *   seeder saw every piece in its bitfield and HAVEs); "done" counts the
+ *   complete nodes (state seeding or done).
  * - T*: the lower bound of the last finish,
  *   max(S/C_seed, S/C, N·S/(C_seed + N·C)).
  */
@@ -42,6 +45,14 @@ export interface ConnectedFact {
   readonly count: number
 }
 
+/** A peer the seeder saw hold every piece, connected now or not (a seed closes its connection to another seed at once). */
+export interface SeedFact {
+  readonly peerId: string
+  readonly address: string
+  /** When it was first seen complete, ms since the epoch. */
+  readonly at: number
+}
+
 /** What the seeder sees of itself and its peers at one moment. */
 export interface Observation {
   readonly at: number
@@ -49,6 +60,8 @@ export interface Observation {
   readonly seederUploadRate: number
   readonly seederUploaded: number
   readonly peers: readonly ConnectedFact[]
+  /** Every peer it ever saw complete (those that left too). */
+  readonly seeds?: readonly SeedFact[]
 }
 
 export interface TorrentFacts {
@@ -147,7 +160,12 @@ export interface FleetSnapshot {
   readonly fleet: FleetTotals
   readonly bound: FleetBound
   readonly nodes: readonly FleetNode[]
-  /** For each piece, how many connected nodes hold it. */
+  /**
+   * For each piece, how many nodes hold it: a connected node by its bitfield
+   * and HAVEs; a complete node (seeding or done, as `have` = S) holds every
+   * piece, connected or not; a silent node counts for none (it may be gone),
+   * nor does an incomplete node not connected (what it holds is not known).
+   */
   readonly pieces: readonly number[]
   readonly history: readonly FleetSample[]
 }
@@ -176,6 +194,8 @@ interface NodeRecord {
   connected: boolean
   bits?: Uint8Array
   bitCount: number
+  /** The seeder saw it hold every piece (SeedFact). */
+  seenComplete: boolean
   /** (time, bytes held) over the rate window. */
   samples: { t: number; have: number }[]
   completedAt?: number
@@ -202,7 +222,7 @@ export class FleetModel {
   private record(id: string, address: string, at: number): NodeRecord {
     let r = this.nodes.get(id)
     if (!r) {
-      r = { id, address, completedSeen: false, incompleteSeen: false, firstSeen: at, lastSeen: at, connected: false, bitCount: 0, samples: [], peakDownloadRate: 0 }
+      r = { id, address, completedSeen: false, incompleteSeen: false, firstSeen: at, lastSeen: at, connected: false, bitCount: 0, seenComplete: false, samples: [], peakDownloadRate: 0 }
       this.nodes.set(id, r)
     }
     return r
@@ -246,6 +266,17 @@ export class FleetModel {
       this.sampleHave(r, o.at)
     }
     for (const r of this.nodes.values()) if (!connected.has(r.id)) r.connected = false
+    for (const s of o.seeds ?? []) {
+      const id = s.peerId.toLowerCase()
+      if (id === this.torrent.seederPeerId.toLowerCase()) continue
+      const r = this.record(id, s.address, s.at)
+      if (r.seenComplete) continue
+      r.seenComplete = true
+      r.lastSeen = Math.max(r.lastSeen, s.at)
+      // the swarm noted the moment; an observation only the second it looked
+      r.completedAt = Math.min(r.completedAt ?? s.at, s.at)
+      this.sampleHave(r, o.at)
+    }
     if (o.at - this.lastSampleAt >= 1000) {
       this.lastSampleAt = o.at
       this.addSample(o.at)
@@ -256,7 +287,7 @@ export class FleetModel {
   private have(r: NodeRecord): number {
     const fromBits = r.bits ? Math.min(this.torrent.size, r.bitCount * this.torrent.pieceLength) : 0
     const fromAnnounce = r.lastAnnounce ? Math.max(0, this.torrent.size - r.lastAnnounce.left) : 0
-    if (r.bitCount === this.torrent.pieceCount) return this.torrent.size
+    if (r.seenComplete || r.bitCount === this.torrent.pieceCount) return this.torrent.size
     return Math.max(fromBits, fromAnnounce)
   }
 
@@ -281,6 +312,8 @@ export class FleetModel {
       if (r.stopped.left === 0) return { state: 'done' }
       return { state: 'error', reason: `left the swarm unfinished (a stopped announce with ${Math.round((100 * this.have(r)) / Math.max(1, this.torrent.size))}% held)` }
     }
+    // without a tracker nothing more is heard of a node once it leaves: complete, it is done (it closed its connection to the seeder as seeds do)
+    if (!this.torrent.tracker && complete && !r.connected) return { state: 'done' }
     const ago = (now - r.lastSeen) / 1000
     if (!r.connected && ago > this.silentAfter) return { state: 'silent', reason: `not heard from for ${Math.round(ago)} s (two announce intervals are ${this.silentAfter} s)` }
     if (!complete) return { state: 'downloading' }
@@ -347,11 +380,15 @@ export class FleetModel {
     const lastFinish = nodes.length > 0 && completions.every((c) => c !== undefined) ? (Math.max(...(completions as number[])) - firstSeen) / 1000 : null
     const seederRate = t.seederUploadLimit > 0 ? t.seederUploadLimit : this.seederPeak
     const nodeRate = records.reduce((m, r) => Math.max(m, r.peakDownloadRate), 0)
+    let holdAll = 0
     const pieces = new Array<number>(t.pieceCount).fill(0)
-    for (const r of records) {
-      if (!r.connected || !r.bits) continue
-      for (let i = 0; i < t.pieceCount; i++) if (r.bits[i >> 3] & (0x80 >> (i & 7))) pieces[i]++
-    }
+    records.forEach((r, k) => {
+      const n = nodes[k]
+      if (n.state === 'silent') return
+      if (n.have >= t.size) holdAll++
+      else if (r.connected && r.bits) for (let i = 0; i < t.pieceCount; i++) if (r.bits[i >> 3] & (0x80 >> (i & 7))) pieces[i]++
+    })
+    if (holdAll > 0) for (let i = 0; i < t.pieceCount; i++) pieces[i] += holdAll
     return {
       version: 1,
       at: now,

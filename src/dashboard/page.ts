@@ -62,7 +62,7 @@ export const FLEET_PAGE = String.raw`<!doctype html>
     <div class="card"><div class="k">bound T* (last finish)</div><div class="v" id="bound">–</div><div class="n" id="bound-rates"></div></div>
   </section>
   <section class="row2">
-    <div class="panel"><h2>pieces: how many connected nodes hold each</h2><canvas id="piecebar" height="36"></canvas><div class="legend" id="piecebar-legend"></div></div>
+    <div class="panel"><h2>pieces: how many nodes hold each (a complete node all, a silent one none)</h2><canvas id="piecebar" height="36"></canvas><div class="legend" id="piecebar-legend"></div></div>
     <div class="panel"><h2>fleet progress over time</h2><svg id="chart" viewBox="0 0 600 140" preserveAspectRatio="none"></svg></div>
   </section>
   <section class="panel">

@@ -33,6 +33,16 @@ export function dialLimit(maxConnections: number): number {
 /** What a peer has, as a predicate (nothing before its bitfield came). */
 const piecesOf = (conn: PeerConnection) => (index: number) => conn.pieces?.has(index) ?? false
 
+/** A peer seen to hold every piece (its bitfield and HAVEs). */
+export interface SeedSeen {
+  /** 40 hex digits. */
+  readonly peerId: string
+  /** "ip:port" when it was seen complete. */
+  readonly address: string
+  /** When it was first seen complete, ms since the epoch. */
+  readonly at: number
+}
+
 export interface PeersDeps {
   readonly torrent: ExtentTorrent
   readonly ctx: SwarmContext
@@ -60,8 +70,8 @@ export class SwarmPeers {
   private readonly wanted = new Map<PeerConnection, number>()
   readonly dialer = new PeerDialer()
   readonly bans = new BanList()
-  /** Peer ids seen to have every piece. */
-  readonly seedsSeen = new Set<string>()
+  /** Peers seen to have every piece, by peer id; kept after they leave (a seed closes its connection to another seed at once). */
+  readonly seedsSeen = new Map<string, SeedSeen>()
   private connecting = 0
 
   constructor(private readonly d: PeersDeps) {}
@@ -285,7 +295,7 @@ export class SwarmPeers {
     }
     if (conn.isSeed) {
       this.dialer.markSeed({ host: conn.ip, port: conn.listenPort })
-      if (conn.peerId) this.seedsSeen.add(conn.peerId)
+      if (conn.peerId && !this.seedsSeen.has(conn.peerId)) this.seedsSeen.set(conn.peerId, { peerId: conn.peerId, address: conn.address, at: Date.now() })
       // a striping seeder first shows it the rest, and lets it close: it must see us as a seed too
       if (stripes && !stripes.revealingAll) return this.reveal(conn, stripes.peerComplete(conn))
       if (this.d.have.complete) return conn.close('both sides are seeds')

@@ -28,7 +28,7 @@ import { pieceSize } from '../torrent/piece-map.js'
 import { type DonePolicy, doneReason } from './done-policy.js'
 import type { PeerConnection } from './peer-connection.js'
 import type { PeerAddress } from './peer-dialer.js'
-import { SwarmPeers } from './peers.js'
+import { type SeedSeen, SwarmPeers } from './peers.js'
 
 /** What a connected peer holds, as the fleet view reads it. */
 export interface PeerPieces {
@@ -53,6 +53,7 @@ import { UploadServer } from './upload-server.js'
 import { WEB_SEED_CONNECTIONS, WEB_SEED_TIMEOUT_MS, type WebSeedSpec, WebSeeds } from './web-seed.js'
 
 export type { SwarmContext } from './swarm-context.js'
+export type { SeedSeen } from './peers.js'
 
 export interface SwarmOptions {
   readonly target: string
@@ -583,6 +584,11 @@ export class TorrentSwarm extends EventEmitter {
       if (pieces && p.peerId !== undefined) out.push({ peerId: p.peerId, address: p.address, bits: Buffer.from(pieces.bits), count: pieces.count })
     }
     return out
+  }
+
+  /** The peers seen to hold every piece, connected now or not, for the fleet view. */
+  seedsSeen(): SeedSeen[] {
+    return [...this.peers.seedsSeen.values()]
   }
 
   status(): TorrentStatus {
