@@ -14,6 +14,7 @@ import { Network, type Flow } from '../tools/sim/network.js'
 import { scenario } from '../tools/sim/scenarios.js'
 import { summarize } from '../tools/sim/summary.js'
 import { type NodeSpec, type SimOptions, simulate } from '../tools/sim/swarm.js'
+import { grantTurns, MAX_TURN_WAIT_MS, TURN_MAX_BYTES, TURN_ORDERS, turnEnds } from '../tools/sim/upload-turns.js'
 
 const MiB = 2 ** 20
 const C = 1e6
@@ -155,6 +156,63 @@ describe('simulate', () => {
     expect(b.events).toBe(a.events)
     const c = simulate({ ...opts, seed: 4 })
     expect(c.nodes.map((x) => x.finishedAt)).not.toEqual(a.nodes.map((x) => x.finishedAt))
+  })
+})
+
+describe('depth-first serving (upload-turns.ts, --turns)', () => {
+  const now = 10_000
+  const waiting = [
+    { peer: 'a', waitingSince: now - 300, sent: 0, copies: 5 },
+    { peer: 'b', waitingSince: now - 500, sent: 0, copies: 3 },
+    { peer: 'c', waitingSince: now - 100, sent: 65536, copies: 1 },
+    { peer: 'd', waitingSince: now - 200, sent: 16384, copies: 1 },
+  ]
+
+  it('gives the free turns by age, by what was sent of the next piece, or by the fewest copies, ties by age', () => {
+    expect(grantTurns(waiting, { free: 2, order: 'age', now })).toEqual(['b', 'a'])
+    expect(grantTurns(waiting, { free: 2, order: 'completion', now })).toEqual(['c', 'd'])
+    expect(grantTurns(waiting, { free: 3, order: 'rarest', now })).toEqual(['d', 'c', 'b'])
+    expect(grantTurns(waiting, { free: 0, order: 'age', now })).toEqual([])
+    expect(grantTurns([], { free: 4, order: 'age', now })).toEqual([])
+  })
+
+  it('never lets a peer wait past MAX_TURN_WAIT_MS: an overdue one gets a turn first, free or not', () => {
+    const late = [...waiting, { peer: 'e', waitingSince: now - MAX_TURN_WAIT_MS, sent: 0, copies: 9 }]
+    for (const order of TURN_ORDERS) {
+      expect(grantTurns(late, { free: 0, order, now }), order).toEqual(['e'])
+      expect(grantTurns(late, { free: 1, order, now }), order).toEqual(['e'])
+      expect(grantTurns(late, { free: 2, order, now })[0], order).toBe('e')
+    }
+    expect(grantTurns(late, { free: 2, order: 'age', now })).toEqual(['e', 'b'])
+  })
+
+  it('a turn is one piece: it ends at another piece, an empty queue, or TURN_MAX_BYTES', () => {
+    expect(turnEnds(3, 16384, 3)).toBe(false)
+    expect(turnEnds(3, 16384, 4)).toBe(true)
+    expect(turnEnds(3, 16384, undefined)).toBe(true)
+    expect(turnEnds(3, TURN_MAX_BYTES, 3)).toBe(true)
+  })
+
+  it('every node ends with every piece under each order and turn count, work-conserving or not, a dying node included', () => {
+    const nodes = [seeder(), ...Array.from({ length: 10 }, (_, i) => node(i % 4 === 0 ? C / 4 : C, i === 5 ? { dieAt: 1.5 } : { joinAt: (i * 3) % 5 }))]
+    for (const order of TURN_ORDERS) {
+      for (const slots of [1, 2]) {
+        for (const saturatedOnly of [false, true]) {
+          const what = `${order} ${slots} ${saturatedOnly}`
+          const r = simulate(swarm(nodes, { turns: { slots, order, saturatedOnly } }))
+          expect(r.timedOut, what).toBe(false)
+          const s = summarize(r)
+          expect(s.finished, what).toBe(9)
+          expect(s.last, what).toBeGreaterThanOrEqual(lowerBound(4 * MiB, nodes.filter((_, i) => i !== 6)))
+        }
+      }
+    }
+  })
+
+  it('one turn at a time, one connection each: still every piece to every node', () => {
+    const one = simulate(swarm([seeder(), node(C), node(C)], { turns: { slots: 1, order: 'age' }, maxConnections: 1 }))
+    expect(one.timedOut).toBe(false)
+    for (const x of one.nodes) expect(x.pieces).toBe(one.pieceCount)
   })
 })
 

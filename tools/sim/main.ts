@@ -5,6 +5,7 @@
  *   npm run sim -- [--scenario all|equal,slow,late,dying,seeders,bench] [--nodes 1,2,4,…]
  *                  [--size 116M] [--piece-size 256K] [--unit 32K] [--rate 100mbit] [--seeder-rate RATE] [--goodput 0.96]
  *                  [--slots 0] [--connections 25] [--choking fleet|tit-for-tat] [--rtt 1ms] [--startup 0.3] [--seed-idle 5] [--death silent|reset]
+ *                  [--memory 64M] [--turns N] [--turn-order age|completion|rarest] [--turns-saturated-only]
  *                  [--epoch S] [--seed N] [--bench-csv FILE]… [--plot docs/swarm-scaling.png | --no-plot] [--markdown]
  *
  * Defaults are bench:swarm's image and links (a 128 MiB ext4 image holds
@@ -29,6 +30,7 @@ import { readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { DEFAULT_CHOKING, DEFAULT_MAX_CONNECTIONS, effectiveMaxUploads } from '../../src/session/session.js'
 import { CHOKING_POLICIES, type ChokingPolicy } from '../../src/swarm/choker.js'
+import { TURN_ORDERS } from './upload-turns.js'
 import { BLOCK_SIZE } from '../../src/swarm/wire-messages.js'
 import { type Point, writeChartPng } from './plot.js'
 import { type Base, scenario, SCENARIOS } from './scenarios.js'
@@ -188,6 +190,10 @@ function command(): Command {
     .option('--startup <s>', 'median startup per node (drawn from [0, 2 × this])', numberArg, 0.3)
     .option('--seed-idle <s>', "the nodes' done policy (deploy --seed-idle; bench:swarm uses 5)", numberArg, 5)
     .addOption(new Option('--death <how>', 'how a dying node dies: silent (power cut) or reset (connections closed)').choices(['silent', 'reset']).default('silent'))
+    .option('--memory <bytes>', "each node's piece buffers (--memory; default the engine's): at most memory / piece size pieces in progress", bytesArg)
+    .option('--turns <n>', 'depth-first serving (upload-turns.ts): peers each uplink serves at once, a piece a turn (0: every requester at once)', slotsArg, 0)
+    .addOption(new Option('--turn-order <order>', 'who gets a free turn: the longest waiting (age), or the one we sent most of its next piece (completion)').choices([...TURN_ORDERS]).default('age'))
+    .option('--turns-saturated-only', 'one turn more whenever the turns leave a tenth of the uplink idle')
     .option('--epoch <s>', 'rates are recomputed at most this often (default: half a unit’s time on a link)', numberArg)
     .option('--seed <n>', 'random seed', countArg, 1)
     .option(
@@ -219,6 +225,8 @@ function baseOf(o: Opts): Base {
     death: o.death,
     epoch: o.epoch,
     seed: o.seed,
+    memory: o.memory,
+    turns: o.turns > 0 ? { slots: o.turns, order: o.turnOrder, saturatedOnly: o.turnsSaturatedOnly === true } : undefined,
   }
 }
 
@@ -228,7 +236,7 @@ function describe(base: Base, o: Opts): string {
   return (
     `S = ${f1(base.size / MiB)} MiB in ${Math.ceil(base.size / base.pieceSize)} pieces of ${base.pieceSize / 1024} KiB; ` +
     `links ${o.rate / 1e6} Mbit (goodput C = ${f1(base.rate / 1e6)} MB/s${o.seederRate ? `, seeder ${f1(base.seederRate / 1e6)} MB/s` : ''}); ` +
-    `${base.connections} connections per node, ${base.choking === 'fleet' && base.slots >= base.connections ? 'every interested peer unchoked' : `${base.slots} upload slots`}, choking ${base.choking}; RTT ${base.rtt * 1000} ms; startup ~${base.startup} s; seed-idle ${base.seedIdle} s`
+    `${base.connections} connections per node, ${base.choking === 'fleet' && base.slots >= base.connections ? 'every interested peer unchoked' : `${base.slots} upload slots`}, choking ${base.choking}; ${base.turns ? `depth-first serving: ${base.turns.slots} at a time by ${base.turns.order}${base.turns.saturatedOnly ? ', more while the uplink is not saturated' : ''}` : 'every requester served at once'}; RTT ${base.rtt * 1000} ms; startup ~${base.startup} s; seed-idle ${base.seedIdle} s`
   )
 }
 

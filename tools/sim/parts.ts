@@ -145,6 +145,12 @@ export class Half implements Flow, Timed {
   depthBlocks = DEPTH_MIN
   snubbed = false
   lastBlockAt = 0
+  /** Sender, depth-first serving (upload-turns.ts): the piece of its turn (-1: no turn), bytes sent in it, since when it waits for one; the piece it was last sent and how much of it. */
+  turnPiece = -1
+  turnBytes = 0
+  waitingSince = 0
+  lastPiece = -1
+  lastPieceSent = 0
 
   constructor(
     readonly conn: Conn,
@@ -221,6 +227,9 @@ export class SimNode {
   lastUploadMs = 0
   readonly seedsSeen = new Set<number>()
   trackerIncomplete?: number
+  /** Depth-first serving: the flows out of it that hold a turn, and those waiting for one. */
+  readonly turns = new Set<Half>()
+  readonly waiting = new Set<Half>()
   readonly address: PeerAddress
 
   constructor(

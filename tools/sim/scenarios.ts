@@ -30,6 +30,10 @@ export interface Base {
   readonly death: 'silent' | 'reset'
   readonly epoch?: number
   readonly seed: number
+  /** Depth-first serving (SimOptions.turns); absent: every requester at once. */
+  readonly turns?: SimOptions['turns']
+  /** Piece buffers per node (--memory); absent: the engine's default. */
+  readonly memory?: number
 }
 
 export interface Built {
@@ -75,6 +79,8 @@ function swarm(base: Base, n: number, seeders: number, shape?: (i: number, node:
     policy: { seedIdle: base.seedIdle },
     death: base.death,
     epoch: base.epoch,
+    turns: base.turns,
+    memory: base.memory,
     seed: base.seed + n,
     until: 3600 + 60 * lowerBound(base.size, late),
   }

@@ -32,6 +32,7 @@ import type { PeerAddress } from '../../src/swarm/peer-dialer.js'
 import { DEPTH_MAX, DEPTH_MIN, DEPTH_SECONDS, ENDGAME_ASKERS, REFILL_MAX } from '../../src/swarm/piece-downloader.js'
 import { CONNECT_TIMEOUT_MS, dialLimit } from '../../src/swarm/peers.js'
 import { type Reveal, SeedStripes } from '../../src/swarm/seed-stripes.js'
+import { grantTurns, MAX_TURN_WAIT_MS, type TurnOrder, turnEnds } from './upload-turns.js'
 import { BLOCK_SIZE } from '../../src/swarm/wire-messages.js'
 import { mulberry32 } from '../lib/random.js'
 import { EventQueue, TimedHeap } from './events.js'
@@ -79,6 +80,13 @@ export interface SimOptions {
   readonly death?: 'silent' | 'reset'
   /** Rates are recomputed at most this often (seconds); default from the unit's transfer time. */
   readonly epoch?: number
+  /**
+   * Depth-first serving (upload-turns.ts): each node's uplink serves `slots`
+   * peers at a time, a piece a turn, in `order`; `saturatedOnly`: one more
+   * whenever the turns leave a tenth of the uplink idle. Absent: every
+   * requester at once, sharing the uplink as TCP does.
+   */
+  readonly turns?: { readonly slots: number; readonly order: TurnOrder; readonly saturatedOnly?: boolean }
   /** Stop here (seconds) whatever is left. */
   readonly until?: number
   readonly seed?: number
@@ -416,6 +424,7 @@ class Swarm {
       this.dropAll(h)
       for (let i = 0; i < this.pieceCount; i++) if (h.known.has(i)) x.picker.peerLost(i)
       this.stopFlow(c.outOf(x))
+      this.release(c.outOf(x))
       x.stripes?.detach(c)
       if (x.optimistic === c) x.optimistic = undefined
     }
@@ -547,6 +556,7 @@ class Swarm {
     h.queue = []
     h.qHead = 0
     this.stopFlow(h)
+    this.release(h)
     this.send(h.from, h.to, () => {
       if (!h.conn.open || !h.amChoking) return
       h.peerChoking = true
@@ -705,7 +715,70 @@ class Swarm {
         if (more) this.reveal(h.conn, h.from, more)
       }
     }
-    if (h.current < 0) this.nextTransfer(h)
+    if (h.current < 0) this.startServing(h)
+  }
+
+  /** A flow with requests and nothing on the wire: on the wire now, or (depth-first) waiting for a turn. */
+  private startServing(h: Half): void {
+    if (!this.opts.turns || h.turnPiece >= 0) return this.nextTransfer(h)
+    this.wait(h)
+    this.admit(h.from)
+  }
+
+  private wait(h: Half): void {
+    const s = h.from
+    if (s.waiting.has(h)) return
+    h.waitingSince = this.now
+    s.waiting.add(h)
+    this.q.at(this.now + MAX_TURN_WAIT_MS / 1000, () => this.admit(s), s)
+  }
+
+  /** upload-turns.ts grantTurns(): the free turns (and any overdue waiter) go to the waiting flows. */
+  private admit(s: SimNode): void {
+    const t = this.opts.turns
+    if (!t || s.waiting.size === 0 || !s.online) return
+    const waiting = []
+    for (const h of s.waiting) {
+      if (h.qHead >= h.queue.length) {
+        s.waiting.delete(h)
+        continue
+      }
+      const piece = h.queue[h.qHead] >>> this.unitShift
+      waiting.push({ peer: h, waitingSince: h.waitingSince * 1000, sent: piece === h.lastPiece ? h.lastPieceSent : 0, copies: s.picker.availability(piece) })
+    }
+    let free = t.slots - s.turns.size
+    if (t.saturatedOnly && free <= 0) {
+      let used = 0
+      for (const h of s.turns) used += h.rate
+      if (used < 0.9 * s.spec.up) free = 1
+    }
+    for (const h of grantTurns(waiting, { free, order: t.order, now: this.clockMs() })) {
+      s.waiting.delete(h)
+      s.turns.add(h)
+      h.turnPiece = h.queue[h.qHead] >>> this.unitShift
+      h.turnBytes = 0
+      this.nextTransfer(h)
+    }
+  }
+
+  /** The flow's turn is over (upload-turns.ts turnEnds()): off the wire, back to waiting if it has requests left. */
+  private endTurn(h: Half): void {
+    h.turnPiece = -1
+    h.from.turns.delete(h)
+    this.stopFlow(h)
+    if (h.qHead < h.queue.length) this.wait(h)
+    this.admit(h.from)
+  }
+
+  /** The flow's requests are void (choke, close): it holds no turn and waits for none. */
+  private release(h: Half): void {
+    if (!this.opts.turns) return
+    h.from.waiting.delete(h)
+    if (h.turnPiece >= 0) {
+      h.turnPiece = -1
+      h.from.turns.delete(h)
+    }
+    this.admit(h.from)
   }
 
   private cancelled(h: Half, key: number): void {
@@ -716,6 +789,9 @@ class Swarm {
 
   /** Put the next queued unit on the wire, or end the flow when none is left. */
   private nextTransfer(h: Half): void {
+    if (h.turnPiece >= 0 && turnEnds(h.turnPiece, h.turnBytes, h.qHead < h.queue.length ? h.queue[h.qHead] >>> this.unitShift : undefined)) {
+      return this.endTurn(h)
+    }
     if (h.qHead >= h.queue.length) {
       this.stopFlow(h)
       return
@@ -755,8 +831,16 @@ class Swarm {
     s.uploaded += len
     s.lastUploadMs = this.clockMs()
     h.remaining = 0
+    const piece = key >>> this.unitShift
+    if (piece !== h.lastPiece) {
+      h.lastPiece = piece
+      h.lastPieceSent = 0
+    }
+    h.lastPieceSent += len
+    h.turnBytes += len
     this.send(s, h.to, () => this.arrived(h, key, len))
     this.nextTransfer(h)
+    if (this.opts.turns?.saturatedOnly && s.waiting.size > 0) this.admit(s)
   }
 
   private arrived(h: Half, key: number, len: number): void {
