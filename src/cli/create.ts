@@ -12,6 +12,7 @@ import { createTorrent, type CreateResult } from '../create/create.js'
 import { USED_MODES, type UsedMode } from '../create/used-blocks.js'
 import { formatBytes, parseSize } from '../util/size.js'
 import { summarize } from './inspect.js'
+import { collect } from './web-seed-options.js'
 
 interface CreateFlags {
   output: string
@@ -27,7 +28,6 @@ interface CreateFlags {
   force?: boolean
 }
 
-const collect = (value: string, previous: string[]) => [...previous, value]
 const rate = (bytes: number, seconds: number) => (seconds > 0 ? bytes / 1e6 / seconds : 0)
 
 /** A byte progress bar on stderr, or nothing when not both stdout and stderr are terminals. */

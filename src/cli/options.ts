@@ -39,10 +39,8 @@ export interface SwarmFlags {
   webSeedRate?: string
 }
 
-/** Collect a repeatable option's values. */
-export function collect(value: string, previous: string[]): string[] {
-  return [...previous, value]
-}
+import { collect } from './web-seed-options.js'
+export { collect }
 
 /** Add the shared swarm flags to a command. */
 export function addSwarmOptions(cmd: Command): Command {
