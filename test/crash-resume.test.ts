@@ -124,14 +124,14 @@ describe('kill -9 at random moments', () => {
         expect(d.child.exitCode, `round ${round} (${phase}) ended by itself:\n${d.text()}`).toBe(0)
       }
 
-      const r = await cli(['deploy', torrentFile, dev, ...base, '--port', '0', '--seed-idle', '0', '--json'], { timeoutMs: 60_000 })
+      const r = await cli(['deploy', torrentFile, dev, ...base, '--port', '0', '--seed-idle', '0', '--json', '--log-level', 'debug'], { timeoutMs: 60_000 })
       expect(r.code, `round ${round} (${phase}): re-run after a kill at ${seen}/${n} pieces (${state}):\n${r.stdout}\n${r.stderr}`).toBe(0)
       const j = deployJson(r.stdout)
       expect(j.ok).toBe(true)
       // every piece the killed run reported verified was on the disk: re-used, not fetched again
       expect(j.reused).toBeGreaterThanOrEqual(piecesBytes(seen))
       // what was fetched is what was not re-used, and nothing twice (one seeder: no endgame duplicates)
-      expect(j.downloaded).toBe(j.total - j.reused)
+      expect(j.downloaded, r.stderr).toBe(j.total - j.reused)
       expect(await firstDifference(dev, image, IMAGE_SIZE)).toBe(-1)
       const fsck = await run('e2fsck', ['-fn', dev])
       expect(fsck.code, `e2fsck -fn ${dev}:\n${fsck.stdout}${fsck.stderr}`).toBe(0)

@@ -9,6 +9,9 @@ import { describe, expect, it } from 'vitest'
 import { ActivePiece, BLOCK_SIZE } from '../src/swarm/active-piece.js'
 import { BanList } from '../src/swarm/ban-list.js'
 import { chooseUnchoked, type ChokeCandidate } from '../src/swarm/choker.js'
+import { Choking } from '../src/swarm/choking.js'
+import type { PeerConnection } from '../src/swarm/peer-connection.js'
+import type { UploadServer } from '../src/swarm/upload-server.js'
 import type { PieceSet } from '../src/swarm/piece-set.js'
 import { dialLimit } from '../src/swarm/peers.js'
 import { type Reveal, REVEAL_ALL_AFTER_MS, SeedStripes } from '../src/swarm/seed-stripes.js'
@@ -143,6 +146,74 @@ describe('chooseUnchoked', () => {
     expect([...chooseUnchoked(peers, { slots: 3, seeding: false, policy: 'fleet', rotate: false }).unchoke].sort()).toEqual(['b', 'c', 'd'])
     // no optimistic slot under fleet
     expect(chooseUnchoked(peers, { slots: 2, seeding: true, policy: 'fleet', rotate: true }).optimistic).toBeUndefined()
+  })
+})
+
+describe('Choking', () => {
+  /** A connection's choking state as Choking sees it, and what it was sent. */
+  class FakePeer {
+    amChoking = true
+    peerInterested = false
+    isSeed = false
+    readonly sent: string[] = []
+    readonly download = { rate: () => 0 }
+    readonly upload = { rate: () => 0 }
+    choke(): void {
+      this.amChoking = true
+      this.sent.push('choke')
+    }
+    unchoke(): void {
+      this.amChoking = false
+      this.sent.push('unchoke')
+    }
+  }
+  const setup = (n: number, slots: number) => {
+    const peers = Array.from({ length: n }, () => new FakePeer())
+    const cleared: FakePeer[] = []
+    const uploads = { clear: (p: FakePeer) => cleared.push(p) } as unknown as UploadServer
+    const choking = new Choking(() => peers as unknown as PeerConnection[], uploads, { slots, policy: 'fleet', seeding: () => true })
+    const as = (p: FakePeer) => p as unknown as PeerConnection
+    return { peers, cleared, choking, as }
+  }
+
+  it('a peer that loses interest stays unchoked (no CHOKE to race its next INTERESTED) and frees its slot for another', () => {
+    const { peers: [a, b], choking, as } = setup(2, 1)
+    a.peerInterested = true
+    choking.gainedInterest(as(a))
+    expect(a.sent).toEqual(['unchoke'])
+    b.peerInterested = true
+    choking.gainedInterest(as(b))
+    expect(b.sent).toEqual([]) // the one slot is a's
+    a.peerInterested = false
+    choking.lostInterest()
+    expect(a.sent).toEqual(['unchoke']) // not choked for losing interest
+    expect(b.sent).toEqual(['unchoke']) // it has the slot now
+    // a full round leaves the uninterested peer as it is
+    choking.tick(1)
+    expect(a.sent).toEqual(['unchoke'])
+    expect(b.amChoking).toBe(false)
+  })
+
+  it('an unchoked peer that wants data again keeps its slot if one is free, else is choked before any request is served', () => {
+    const { peers: [a, b], cleared, choking, as } = setup(2, 1)
+    a.peerInterested = true
+    choking.gainedInterest(as(a))
+    a.peerInterested = false
+    choking.lostInterest()
+    // back with the slot still free: nothing is sent
+    a.peerInterested = true
+    choking.gainedInterest(as(a))
+    expect(a.sent).toEqual(['unchoke'])
+    // b takes the slot while a is away; a's return finds it taken
+    a.peerInterested = false
+    choking.lostInterest()
+    b.peerInterested = true
+    choking.gainedInterest(as(b))
+    expect(b.amChoking).toBe(false)
+    a.peerInterested = true
+    choking.gainedInterest(as(a))
+    expect(a.sent).toEqual(['unchoke', 'choke'])
+    expect(cleared).toEqual([a])
   })
 })
 

@@ -5,6 +5,7 @@
  * ticks, the optimistic slot rotating every third), when each peer last got
  * or lost a slot (for round-robin), the free slots given at once to a newly
  * interested peer, and what choking a peer means for its queued requests.
+ * A peer that loses interest is left unchoked and holds no slot.
  */
 import { chooseUnchoked, type ChokingPolicy } from './choker.js'
 import type { PeerConnection } from './peer-connection.js'
@@ -46,7 +47,7 @@ export class Choking {
     this.optimistic = decision.optimistic
     for (const p of all) {
       if (decision.unchoke.has(p)) this.unchoke(p)
-      else this.choke(p)
+      else if (p.peerInterested) this.choke(p)
     }
   }
 
@@ -56,10 +57,37 @@ export class Choking {
     this.slotChangedAt.set(p, performance.now())
   }
 
+  /** Slots in use: unchoked peers that want data (an uninterested one asks for nothing: it holds no slot). */
+  private used(except?: PeerConnection): number {
+    let used = 0
+    for (const p of this.peers()) if (p !== except && !p.amChoking && p.peerInterested && !p.isSeed) used++
+    return used
+  }
+
+  /**
+   * A peer became interested. One still unchoked (a peer that lost interest
+   * is not choked for it: see lostInterest) keeps its slot if one is free,
+   * else it is choked now, before we serve any request; free slots go to
+   * interested peers.
+   */
+  gainedInterest(p: PeerConnection): void {
+    if (!p.amChoking && this.used(p) >= this.opts.slots) this.choke(p)
+    this.fillSlots()
+  }
+
+  /**
+   * A peer lost interest: its slot is free for another, and it stays
+   * unchoked (it asks for nothing). Choking it would race its next
+   * INTERESTED: requests it sends before our CHOKE reaches it are dropped on
+   * its side and answered on ours, then asked again — every block twice.
+   */
+  lostInterest(): void {
+    this.fillSlots()
+  }
+
   /** Give free slots to interested peers at once rather than at the next round. */
   fillSlots(): void {
-    let used = 0
-    for (const p of this.peers()) if (!p.amChoking) used++
+    let used = this.used()
     for (const p of this.peers()) {
       if (used >= this.opts.slots) return
       if (p.amChoking && p.peerInterested && !p.isSeed) {

@@ -24,6 +24,10 @@ import type { UploadServer } from './upload-server.js'
 import { BLOCK_SIZE, MAX_QUEUED_REQUESTS } from './wire-messages.js'
 
 export const CONNECT_TIMEOUT_MS = 10_000
+/** How long we stay interested in a peer that has nothing we want, while we download (see updateInterest). */
+export const INTEREST_GRACE_MS = 1500
+/** Seeds remembered per torrent (seedsSeen), at most: a fleet's worth, and a bound against peer-id churn. */
+export const SEEDS_SEEN_MAX = 10_000
 
 /** Connections a torrent dials at most: all of a limit up to 16, 40% (at least 8) of a larger one: the rest is for peers that dial it, so the average degree stays below the limit. */
 export function dialLimit(maxConnections: number): number {
@@ -68,9 +72,11 @@ export class SwarmPeers {
   private readonly connected = new Set<PeerConnection>()
   /** Pieces each peer has that we lack (our interest in it). */
   private readonly wanted = new Map<PeerConnection, number>()
+  /** Peers with nothing we want, still told we are interested, and since when (see updateInterest). */
+  private readonly interestIdle = new Map<PeerConnection, number>()
   readonly dialer = new PeerDialer()
   readonly bans = new BanList()
-  /** Peers seen to have every piece, by peer id; kept after they leave (a seed closes its connection to another seed at once). */
+  /** Peers seen to have every piece, by peer id; kept after they leave (a seed closes its connection to another seed at once); at most SEEDS_SEEN_MAX. */
   readonly seedsSeen = new Map<string, SeedSeen>()
   private connecting = 0
 
@@ -238,11 +244,8 @@ export class SwarmPeers {
       this.afterPieces(conn, [index])
     })
     conn.on('unchoke', () => downloads.fill(conn))
-    conn.on('interested', () => this.d.choking().fillSlots())
-    conn.on('uninterested', () => {
-      this.d.choking().choke(conn)
-      this.d.choking().fillSlots()
-    })
+    conn.on('interested', () => this.d.choking().gainedInterest(conn))
+    conn.on('uninterested', () => this.d.choking().lostInterest())
     conn.on('request', (index: number, offset: number, length: number) => {
       uploads.request(conn, index, offset, length)
       const more = this.d.stripes?.requested(conn, index, piecesOf(conn))
@@ -295,7 +298,11 @@ export class SwarmPeers {
     }
     if (conn.isSeed) {
       this.dialer.markSeed({ host: conn.ip, port: conn.listenPort })
-      if (conn.peerId && !this.seedsSeen.has(conn.peerId)) this.seedsSeen.set(conn.peerId, { peerId: conn.peerId, address: conn.address, at: Date.now() })
+      if (conn.peerId && !this.seedsSeen.has(conn.peerId)) {
+        // bounded: the oldest is forgotten first (a Map iterates in insertion order)
+        if (this.seedsSeen.size >= SEEDS_SEEN_MAX) this.seedsSeen.delete(this.seedsSeen.keys().next().value!)
+        this.seedsSeen.set(conn.peerId, { peerId: conn.peerId, address: conn.address, at: Date.now() })
+      }
       // a striping seeder first shows it the rest, and lets it close: it must see us as a seed too
       if (stripes && !stripes.revealingAll) return this.reveal(conn, stripes.peerComplete(conn))
       if (this.d.have.complete) return conn.close('both sides are seeds')
@@ -304,14 +311,40 @@ export class SwarmPeers {
     this.d.downloads.fill(conn)
   }
 
+  /**
+   * Interested while the peer has a piece we lack. Losing interest waits a
+   * tick or two while we still download (see lapseInterest): a striping
+   * seeder shows the next pieces just after we announce the last ones, and a
+   * NOT_INTERESTED followed at once by INTERESTED races the choke it draws:
+   * requests sent meanwhile are answered twice (measured: a whole piece
+   * fetched twice on a resumed deploy).
+   */
   private updateInterest(conn: PeerConnection): void {
-    if ((this.wanted.get(conn) ?? 0) > 0 && !this.d.have.complete) conn.interested()
-    else conn.uninterested()
+    if ((this.wanted.get(conn) ?? 0) > 0 && !this.d.have.complete) {
+      this.interestIdle.delete(conn)
+      conn.interested()
+    } else if (this.d.have.complete || !conn.amInterested) {
+      this.interestIdle.delete(conn)
+      conn.uninterested()
+    } else if (!this.interestIdle.has(conn)) {
+      this.interestIdle.set(conn, performance.now())
+    }
+  }
+
+  /** Once a tick: NOT_INTERESTED to peers that have had nothing we want for INTEREST_GRACE_MS. */
+  lapseInterest(): void {
+    const now = performance.now()
+    for (const [conn, since] of this.interestIdle) {
+      if (now - since < INTEREST_GRACE_MS) continue
+      this.interestIdle.delete(conn)
+      if ((this.wanted.get(conn) ?? 0) === 0 && !conn.closed) conn.uninterested()
+    }
   }
 
   private detach(conn: PeerConnection, reason: string): void {
     if (!this.connected.delete(conn)) return
     this.wanted.delete(conn)
+    this.interestIdle.delete(conn)
     this.d.log.debug({ peer: conn.address, reason }, 'peer gone')
     if (conn.misbehaved) {
       this.d.downloads.discardFrom(conn)

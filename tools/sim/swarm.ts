@@ -475,7 +475,8 @@ class Swarm {
     this.send(h.to, h.from, () => {
       if (!h.conn.open) return
       h.peerInterested = want
-      if (!want) this.choke(h)
+      // as choking.ts: losing interest frees the slot, not the unchoke; gaining it over a full set of slots chokes
+      if (want && !h.amChoking && this.slotsUsed(h.from) - 1 >= this.opts.slots) this.choke(h)
       this.fillSlots(h.from)
     })
   }
@@ -519,14 +520,20 @@ class Swarm {
     s.optimistic = d.optimistic
     for (const c of s.conns) {
       if (d.unchoke.has(c)) this.unchoke(c.outOf(s))
-      else this.choke(c.outOf(s))
+      else if (c.outOf(s).peerInterested) this.choke(c.outOf(s)) // an uninterested peer holds no slot and stays unchoked (choking.ts)
     }
+  }
+
+  /** Unchoked peers that want data (choking.ts's used slots). */
+  private slotsUsed(s: SimNode): number {
+    let used = 0
+    for (const c of s.conns) if (!c.outOf(s).amChoking && c.outOf(s).peerInterested && !c.into(s).known.complete) used++
+    return used
   }
 
   private fillSlots(s: SimNode): void {
     if (!s.online) return
-    let used = 0
-    for (const c of s.conns) if (!c.outOf(s).amChoking) used++
+    let used = this.slotsUsed(s)
     for (const c of s.conns) {
       if (used >= this.opts.slots) return
       const h = c.outOf(s)
