@@ -629,7 +629,7 @@ let readBuffer: Buffer | undefined
  * Dial a peer for a PeerConnection: its reads land in one buffer reused for
  * every read, not a new one each (a gigabyte of short-lived buffers per
  * gigabyte downloaded, which V8 has to collect). One buffer for every dialed
- * socket, not one each (32 peers: 8 MiB less): libuv reads one socket at a
+ * socket, not one each (up to 256 KiB a peer, as much as its reads fill): libuv reads one socket at a
  * time on this thread and hands the bytes to the callback before the next
  * read, and the wire reader copies what it keeps before it returns.
  */

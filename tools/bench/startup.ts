@@ -20,7 +20,9 @@
  *    through opentracker (HTTP) together with --peers − 1 more peers that
  *    announced there (written here: each is interested, asks the deploy for
  *    blocks of the pieces it announces, and so makes it upload). The deploy
- *    runs with --max-connections 40, so it connects to all of them. The
+ *    runs with --max-connections high enough that it dials all of them
+ *    (dialLimit: it dials 40% of its connections at most; the seeder may be
+ *    any of them, and it does not dial the deploy). The
  *    reference in the same run: the same deploy from a seeder given by --peer,
  *    no tracker, no other peer.
  *
@@ -540,7 +542,7 @@ async function rssPart(opts: Options, f: Fixture, trackerPort: number): Promise<
     const cases: [string, string, string[]][] = [
       ['deploy, seeder by --peer, no tracker (reference)', plain.file, ['--peer', `127.0.0.1:${refPort}`]],
       ['deploy, HTTP tracker, the seeder alone', solo.file, []],
-      [`deploy, HTTP tracker, seeder + ${opts.peers - 1} peers`, swarm.file, ['--max-connections', '40']],
+      [`deploy, HTTP tracker, seeder + ${opts.peers - 1} peers`, swarm.file, ['--max-connections', String(Math.ceil(opts.peers / 0.4) + 1)]],
     ]
     const rows: { name: string; runs: Whole[] }[] = []
     for (const [name, torrentFile, extra] of cases) {
