@@ -10,7 +10,7 @@ import type { Logger } from 'pino'
 import { targetInfo } from '../storage/device-size.js'
 import { describeUser } from '../storage/device-store.js'
 import { changingSourceUsers, stableSourceFixes } from '../storage/source-users.js'
-import { Session } from '../session/session.js'
+import { SEEDER_READ_CACHE_SHARE, Session } from '../session/session.js'
 import type { TorrentStatus } from '../swarm/status.js'
 import type { ExtentTorrent } from '../torrent/metainfo.js'
 import type { AnnounceEmitter } from '../dashboard/fleet-feed.js'
@@ -122,7 +122,8 @@ export function registerSeed(program: Command): void {
       }
       let session: Session
       try {
-        session = await Session.start(sessionOptions(flags, log))
+        // a seeder downloads nothing: more of the budget for its read cache
+        session = await Session.start({ ...sessionOptions(flags, log), readCacheShare: SEEDER_READ_CACHE_SHARE })
       } catch (err) {
         await tracker?.close()
         throw err

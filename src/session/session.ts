@@ -54,6 +54,14 @@ export function effectiveMaxUploads(policy: ChokingPolicy, maxUploads: number | 
 }
 /** Part of the memory budget kept for the upload read cache, at most. */
 const READ_CACHE_MAX = 16 * 1024 * 1024
+/**
+ * The read cache's share of the memory budget: an eighth where pieces are
+ * downloaded (their buffers need the rest: a deploy of 16 MiB pieces keeps
+ * three in flight in 64 MiB either way, and a node asked by 31 peers peaks
+ * 8 MiB lower); a quarter for `seed`, which downloads nothing.
+ */
+export const READ_CACHE_SHARE = 1 / 8
+export const SEEDER_READ_CACHE_SHARE = 1 / 4
 
 /**
  * One hashing worker when there is a second core. Measured on a 2-core
@@ -78,6 +86,8 @@ export interface SessionOptions {
   readonly peers?: readonly string[]
   /** Bytes for in-flight piece buffers and the read cache (default 64 MiB). */
   readonly memory?: number
+  /** The upload read cache's part of `memory` (default READ_CACHE_SHARE; at most 16 MiB). */
+  readonly readCacheShare?: number
   /** Unchoke slots per torrent (default: see effectiveMaxUploads). */
   readonly maxUploads?: number
   /** Peer connections per torrent (default 25). */
@@ -245,7 +255,7 @@ export class Session extends EventEmitter {
     nonNegative(opts.webSeedRate, 'webSeedRate')
     const staticPeers = peerList(opts.peers, 'session peers', allowPeers)
     const slowStart = opts.slowStart ? { ...DEFAULT_SLOW_START, ...(opts.slowStart === true ? {} : opts.slowStart) } : undefined
-    const cache = Math.min(READ_CACHE_MAX, Math.floor(memory / 4))
+    const cache = Math.min(READ_CACHE_MAX, Math.floor(memory * (opts.readCacheShare ?? READ_CACHE_SHARE)))
     const hashThreads = opts.hashThreads ?? defaultHashThreads()
 
     const peerId = makePeerId()
