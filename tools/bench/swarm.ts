@@ -4,7 +4,11 @@
  *
  *   npm run bench:swarm -- [--nodes 1,2,4,8,16,32] [--rate 100mbit] [--seeder-rate RATE]
  *                          [--size 128M] [--piece-size 256K] [--unicast-max N] [--timeout 900]
- *                          [--max-connections 25] [--max-uploads N] [--no-reference]
+ *                          [--max-connections 25] [--max-uploads N] [--no-reference] [--cpu-prof DIR]
+ *
+ * --cpu-prof DIR: every deploy runs under node --cpu-prof, its profile written
+ * into DIR when it exits (open in Chrome's DevTools; summed by
+ * tools/bench/profile-top.ts).
  *
  * Piece size matters: a node can re-serve only whole verified pieces, so the
  * swarm pipelines well only with many pieces per image. EZIO's 16 MiB pieces
@@ -91,6 +95,8 @@ interface Options {
   maxUploads?: number
   /** Run the libtorrent reference swarm after each blockswarm run. */
   reference: boolean
+  /** Profile every deploy (node --cpu-prof) into this directory. */
+  cpuProf?: string
 }
 
 function countOption(name: string, v: string | undefined): number {
@@ -155,6 +161,10 @@ function parseArgs(argv: string[]): Options {
         break
       case '--no-reference':
         opts.reference = false
+        break
+      case '--cpu-prof':
+        opts.cpuProf = resolve(v)
+        i++
         break
       default:
         throw new Error(`unknown option ${argv[i]} (see the header of tools/bench/swarm.ts)`)
@@ -314,7 +324,7 @@ function limitFlags(opts: Options): string[] {
   return ['--max-connections', String(opts.maxConnections), ...(opts.maxUploads === undefined ? [] : ['--max-uploads', String(opts.maxUploads)])]
 }
 
-async function runSwarm(topo: Topology, n: number, image: string, imageSize: number, torrentFile: string, work: string, timeoutMs: number, limits: string[]): Promise<SwarmRun> {
+async function runSwarm(topo: Topology, n: number, image: string, imageSize: number, torrentFile: string, work: string, timeoutMs: number, limits: string[], cpuProf?: string): Promise<SwarmRun> {
   const addr = Topology.address(0)
   const cpu0 = childCpuSeconds()
   const seeder = topo.spawn(0, process.execPath, [
@@ -337,6 +347,7 @@ async function runSwarm(topo: Topology, n: number, image: string, imageSize: num
     const nodes = targets.map((target, i) =>
       collect(
         topo.spawn(i + 1, process.execPath, [
+          ...(cpuProf ? ['--cpu-prof', '--cpu-prof-dir', cpuProf] : []),
           // Fresh targets: without --skip-check the resume check would find the image's all-zero pieces
           // (inode tables) already "on" the sparse target and download less than the unicast clients do.
           CLI, 'deploy', torrentFile, target, '--bind', Topology.address(i + 1), '--port', String(BT_PORT), '--seed-idle', '5', '--skip-check', '--json', ...limits,
@@ -568,7 +579,7 @@ async function main(): Promise<void> {
   let lastLine = ''
   for (const n of opts.nodes) {
     const uni = n === 1 ? calib : n <= opts.unicastMax ? await runUnicast(topo, n, image.path, torrentFile, work, timeoutMs) : undefined
-    const sw = await runSwarm(topo, n, image.path, image.size, torrentFile, work, timeoutMs, limitFlags(opts))
+    const sw = await runSwarm(topo, n, image.path, image.size, torrentFile, work, timeoutMs, limitFlags(opts), opts.cpuProf)
     const tStar = Math.max(S / Cseed, S / C, (n * S) / (Cseed + n * C))
     const last = sw.finishes[sw.finishes.length - 1]
     const median = sw.finishes[Math.floor((sw.finishes.length - 1) / 2)]
