@@ -628,10 +628,11 @@ let readBuffer: Buffer | undefined
 /**
  * Dial a peer for a PeerConnection: its reads land in one buffer reused for
  * every read, not a new one each (a gigabyte of short-lived buffers per
- * gigabyte downloaded, which V8 has to collect). One buffer for every dialed
- * socket, not one each (up to 256 KiB a peer, as much as its reads fill): libuv reads one socket at a
- * time on this thread and hands the bytes to the callback before the next
- * read, and the wire reader copies what it keeps before it returns.
+ * gigabyte downloaded, which V8 has to collect). One buffer for every
+ * dialed socket, not one each (up to 256 KiB a peer, as much as its reads
+ * fill): libuv reads one socket at a time on this thread and hands the
+ * bytes to the callback before the next read, and the wire reader copies
+ * what it keeps before it returns.
  */
 export function connectPeer(opts: { host: string; port: number; localAddress?: string }): Socket {
   readBuffer ??= Buffer.allocUnsafeSlow(READ_BUFFER)
