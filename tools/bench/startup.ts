@@ -41,6 +41,7 @@ import { join, resolve } from 'node:path'
 import bencode from 'bencode'
 import { handshakeMessage, MSG, writeHeader } from '../../src/swarm/wire-messages.js'
 import { buildTorrent, type ExtentTorrent } from '../../src/torrent/metainfo.js'
+import { dialLimit } from '../../src/swarm/peers.js'
 import { parseSize } from '../../src/util/size.js'
 import { liveCpu, memoryOf, reapedCpu, textTable } from '../lib/process-stats.js'
 
@@ -481,6 +482,13 @@ async function wholeDeploy(f: Fixture, size: number, torrentFile: string, target
 
 const say = (s: string) => process.stdout.write(s + '\n')
 
+/** The fewest --max-connections under which a deploy dials `peers` peers (peers.ts's dialLimit). */
+function connectionsToDial(peers: number): number {
+  let m = peers
+  while (dialLimit(m) < peers) m++
+  return m
+}
+
 /** Part 1: CPU seconds to exit or to the first request; prints its table, returns the slowest deploy's. */
 async function startupPart(opts: Options, f: Fixture, trackerPort: number): Promise<number> {
   const { plain, http, udp } = f.torrents
@@ -542,7 +550,7 @@ async function rssPart(opts: Options, f: Fixture, trackerPort: number): Promise<
     const cases: [string, string, string[]][] = [
       ['deploy, seeder by --peer, no tracker (reference)', plain.file, ['--peer', `127.0.0.1:${refPort}`]],
       ['deploy, HTTP tracker, the seeder alone', solo.file, []],
-      [`deploy, HTTP tracker, seeder + ${opts.peers - 1} peers`, swarm.file, ['--max-connections', String(Math.ceil(opts.peers / 0.4) + 1)]],
+      [`deploy, HTTP tracker, seeder + ${opts.peers - 1} peers`, swarm.file, ['--max-connections', String(connectionsToDial(opts.peers))]],
     ]
     const rows: { name: string; runs: Whole[] }[] = []
     for (const [name, torrentFile, extra] of cases) {

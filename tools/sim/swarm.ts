@@ -476,7 +476,7 @@ class Swarm {
       if (!h.conn.open) return
       h.peerInterested = want
       // as choking.ts: losing interest frees the slot, not the unchoke; gaining it over a full set of slots chokes
-      if (want && !h.amChoking && this.slotsUsed(h.from) - 1 >= this.opts.slots) this.choke(h)
+      if (want && !h.amChoking && this.slotsUsed(h.from, h) >= this.opts.slots) this.choke(h)
       this.fillSlots(h.from)
     })
   }
@@ -525,9 +525,12 @@ class Swarm {
   }
 
   /** Unchoked peers that want data (choking.ts's used slots). */
-  private slotsUsed(s: SimNode): number {
+  private slotsUsed(s: SimNode, except?: Half): number {
     let used = 0
-    for (const c of s.conns) if (!c.outOf(s).amChoking && c.outOf(s).peerInterested && !c.into(s).known.complete) used++
+    for (const c of s.conns) {
+      const h = c.outOf(s)
+      if (h !== except && !h.amChoking && h.peerInterested && !c.into(s).known.complete) used++
+    }
     return used
   }
 
