@@ -336,6 +336,25 @@ describe('hostile peers against a deploying Session', () => {
     expect(await wrongExtents(f, target)).toEqual([])
   })
 
+  it('a peer that stalls (like a node that lost power: connected, silent) has its requests moved after the stall timeout, 5 s by default, however long the request timeout; the deploy finishes without waiting to drop it', async () => {
+    const f = await fixture()
+    const { log, lines } = memoryLog('debug')
+    // a request timeout of 10 minutes: only the stall timeout can move the requests within the test's time
+    const { session, target } = await startLeecher(f, { requestTimeout: 600_000, log })
+    const h = await hostileTo(session.port, f)
+    await h.bitfield(bitfieldOf(f.torrent.pieceCount, (i) => i < f.torrent.pieceCount - 1))
+    await h.send(MSG.unchoke)
+    await h.waitFor('a request', (m) => m.id === MSG.request)
+    await h.waitFor('a cancel', (m) => m.id === MSG.cancel)
+    expect(lines).toContainEqual(expect.objectContaining({ msg: 'peer stalled: its requests go elsewhere (snubbed)', peer: `127.0.0.1:${h.localPort}`, stallMs: 5000 }))
+
+    const done = await finishWithGoodSeeder(f, session)
+    expect(done.piecesDone).toBe(f.torrent.pieceCount)
+    // not dropped for its silence (the deploy's end closes it: seedIdle 0)
+    expect(lines.filter((l) => l.msg === 'peer answers no requests: disconnected')).toEqual([])
+    expect(await wrongExtents(f, target)).toEqual([])
+  })
+
   it('a peer that unchokes and then answers nothing: its requests time out (snubbed, then disconnected) and go to the good seeder; not banned', async () => {
     const f = await fixture()
     const { log, lines } = memoryLog('info')

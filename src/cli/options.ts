@@ -14,6 +14,7 @@ import { DEFAULT_SLOW_START } from '../services/slow-start.js'
 import { checkThenTools, THEN_KINDS, type ThenAction, thenActionFrom, type ThenChoice } from './then-action.js'
 import { parseSize } from '../util/size.js'
 import { WEB_SEED_CONNECTIONS } from '../swarm/web-seed.js'
+import { REQUEST_TIMEOUT_MS, STALL_TIMEOUT_MS } from '../swarm/peer-connection.js'
 
 export { addWebSeedOptions, type WebSeedFlags } from './web-seed-options.js'
 
@@ -32,6 +33,7 @@ export interface SwarmFlags {
   hashThreads?: string
   allowPeers: string[]
   requestTimeout: string
+  peerStallTimeout: string
   logLevel?: string
   metrics?: string
   lsd?: boolean
@@ -62,7 +64,8 @@ export function addSwarmOptions(cmd: Command): Command {
     .option('--slow-start-step <size>', 'slow start: cap growth per step, per second', `${DEFAULT_SLOW_START.step / 1024 / 1024}M`)
     .option('--hash-threads <n>', 'worker threads hashing pieces (0: the main thread; default 1 when there are 2 or more cores)')
     .option('--allow-peers <cidr,...>', 'only these networks may be peers, e.g. 10.0.0.0/8,fd00::/8: others are neither accepted nor dialed (repeatable; default: any)', collect, [])
-    .option('--request-timeout <seconds>', 'seconds without a requested block before a peer is snubbed (its requests go elsewhere); twice in a row: disconnected', '30')
+    .option('--peer-stall-timeout <seconds>', 'seconds without a requested block before a peer counts as stalled: its requests go elsewhere, one is left with it (at most --request-timeout)', String(STALL_TIMEOUT_MS / 1000))
+    .option('--request-timeout <seconds>', 'seconds a stalled peer then has to send a requested block before it is disconnected; a web seed stalled this long is backed off', String(REQUEST_TIMEOUT_MS / 1000))
     .addOption(new Option('--log-level <level>', 'log level (JSON lines on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9100)')
     .option('--lsd', `find peers on the LAN by Local Service Discovery (BEP 14: multicast to ${LSD_GROUP}:${LSD_PORT}, TTL 1); off by default`)
@@ -150,6 +153,7 @@ export function sessionOptions(flags: SwarmFlags, log: Logger): SessionOptions {
     peers: checkPeers(flags.peer, allowList(flags.allowPeers)),
     allowPeers: flags.allowPeers,
     requestTimeout: seconds(flags.requestTimeout, '--request-timeout'),
+    peerStallTimeout: seconds(flags.peerStallTimeout, '--peer-stall-timeout'),
     memory: size(flags.memory, '--memory'),
     maxUploads: flags.maxUploads === undefined ? undefined : wholeNumber(flags.maxUploads, '--max-uploads', 1),
     maxConnections: flags.maxConnections === undefined ? undefined : wholeNumber(flags.maxConnections, '--max-connections', 1),

@@ -104,8 +104,10 @@ export interface SessionOptions {
   readonly donePolicy?: DonePolicy
   /** Networks (IPv4/IPv6 CIDRs, comma-separated allowed) peers must be in; others are neither accepted nor dialed. Absent or empty: any. */
   readonly allowPeers?: readonly string[]
-  /** Milliseconds without a requested block before a peer counts as snubbing us (default 30 000; twice in a row: disconnected). */
+  /** Milliseconds a snubbed peer has to send a requested block before it is disconnected (default 30 000); a web seed's stall timeout. */
   readonly requestTimeout?: number
+  /** Milliseconds without a requested block before a peer counts as stalled: snubbed, its requests elsewhere (default 5 000; at most requestTimeout). */
+  readonly peerStallTimeout?: number
   /** Find peers on the LAN by Local Service Discovery (BEP 14 multicast; default off). */
   readonly lsd?: boolean
   /** Pieces in flight per web seed of a torrent (HTTP connections; default 4). */
@@ -251,6 +253,7 @@ export class Session extends EventEmitter {
       throw new SessionError('INVALID_ARGUMENT', `allowed peer networks: ${(err as Error).message}`)
     }
     positiveInt(opts.requestTimeout, 'requestTimeout')
+    positiveInt(opts.peerStallTimeout, 'peerStallTimeout')
     positiveInt(opts.webSeedConnections, 'webSeedConnections')
     nonNegative(opts.webSeedRate, 'webSeedRate')
     const staticPeers = peerList(opts.peers, 'session peers', allowPeers)
@@ -419,6 +422,7 @@ export class Session extends EventEmitter {
         log: this.log,
         allowPeers: this.allowPeers,
         requestTimeout: this.opts.requestTimeout,
+        peerStallTimeout: this.opts.peerStallTimeout,
       },
     )
     this.torrents.set(t.infoHash, { swarm, realTarget, ownPolicy })

@@ -12,7 +12,7 @@ import type { ExtentTorrent } from '../torrent/metainfo.js'
 import { pieceSize } from '../torrent/piece-map.js'
 import { BanList, type PeerIdentity } from './ban-list.js'
 import type { Choking } from './choking.js'
-import { connectPeer, PeerConnection, REQUEST_TIMEOUT_MS } from './peer-connection.js'
+import { connectPeer, PeerConnection, REQUEST_TIMEOUT_MS, STALL_TIMEOUT_MS } from './peer-connection.js'
 import { addressKey, type PeerAddress, PeerDialer } from './peer-dialer.js'
 import type { PieceDownloader } from './piece-downloader.js'
 import type { PiecePicker } from './piece-picker.js'
@@ -232,9 +232,10 @@ export class SwarmPeers {
   private wireUp(conn: PeerConnection): void {
     const { downloads, uploads } = this.d
     const timeout = this.d.ctx.requestTimeout ?? REQUEST_TIMEOUT_MS
+    const stall = Math.min(this.d.ctx.peerStallTimeout ?? STALL_TIMEOUT_MS, timeout)
     conn.setTorrent(this.d.torrent.pieceCount, (index, offset, length) => this.checkBlock(index, offset, length))
     conn.setDownloadSink(downloads)
-    conn.setRequestTimeout(timeout)
+    conn.setRequestTimeout(timeout, stall)
     conn.on('bitfield', (gained: number[]) => {
       for (const i of gained) this.gained(conn, i)
       this.afterPieces(conn, gained)
@@ -252,14 +253,14 @@ export class SwarmPeers {
       if (more) this.reveal(conn, more)
     })
     conn.on('cancel', (index: number, offset: number, length: number) => uploads.cancel(conn, index, offset, length))
-    // no requested block for `timeout` ms: take its requests back and leave it one; if that one times out too, drop it
+    // no requested block for `stall` ms: take its requests back and leave it one; if that one gets no answer in `timeout` ms, drop it
     conn.on('timeout', () => {
       if (downloads.readsPaused) return // we stopped reading (the disk is behind): not the peer's fault
       if (conn.snubbed) {
         this.d.log.info({ peer: conn.address, timeoutMs: timeout }, 'peer answers no requests: disconnected')
-        return conn.close(`requests timed out: no block in ${(2 * timeout) / 1000} s`)
+        return conn.close(`requests timed out: no block in ${(stall + timeout) / 1000} s`)
       }
-      this.d.log.debug({ peer: conn.address, requests: conn.requests }, 'peer snubbed us (request timeout)')
+      this.d.log.debug({ peer: conn.address, requests: conn.requests, stallMs: stall }, 'peer stalled: its requests go elsewhere (snubbed)')
       conn.snub()
       downloads.snubbed(conn)
     })

@@ -23,6 +23,8 @@ export interface SwarmContext {
   readonly log: Logger
   /** Networks peers may be in (--allow-peers); absent: any. */
   readonly allowPeers?: PeerFilter
-  /** Milliseconds without a requested block before a peer counts as snubbing us (default REQUEST_TIMEOUT_MS). */
+  /** Milliseconds a snubbed peer has to send a requested block before it is dropped (default REQUEST_TIMEOUT_MS); web seeds: the stall timeout. */
   readonly requestTimeout?: number
+  /** Milliseconds without a requested block before a peer counts as stalled and is snubbed (default STALL_TIMEOUT_MS; at most requestTimeout). */
+  readonly peerStallTimeout?: number
 }
