@@ -27,7 +27,7 @@ import { DEFAULT_CHOKING, DEFAULT_MEMORY } from '../../src/session/session.js'
 import { chooseUnchoked, type ChokeCandidate, type ChokingPolicy } from '../../src/swarm/choker.js'
 import { CHOKE_TICKS } from '../../src/swarm/choking.js'
 import { type DonePolicy, doneReason } from '../../src/swarm/done-policy.js'
-import { IDLE_TIMEOUT_MS, REQUEST_TIMEOUT_MS } from '../../src/swarm/peer-connection.js'
+import { IDLE_TIMEOUT_MS, REQUEST_TIMEOUT_MS, STALL_TIMEOUT_MS } from '../../src/swarm/peer-connection.js'
 import type { PeerAddress } from '../../src/swarm/peer-dialer.js'
 import { DEPTH_MAX, DEPTH_MIN, DEPTH_SECONDS, ENDGAME_ASKERS, REFILL_MAX } from '../../src/swarm/piece-downloader.js'
 import { CONNECT_TIMEOUT_MS, dialLimit } from '../../src/swarm/peers.js'
@@ -688,14 +688,16 @@ class Swarm {
 
   /**
    * peer-connection.ts's request timer, checked once a tick: no requested
-   * unit for REQUEST_TIMEOUT_MS while unchoked → the oldest request is
-   * dropped and the peer snubbed (every request taken back, one kept); a
-   * second timeout closes the connection.
+   * unit for STALL_TIMEOUT_MS while unchoked → the oldest request is
+   * dropped and the peer snubbed (every request taken back, one kept); no
+   * unit from the snubbed peer for REQUEST_TIMEOUT_MS more closes the
+   * connection.
    */
   private requestTimeouts(r: SimNode): void {
     for (const c of [...r.conns]) {
       const h = c.into(r)
-      if (h.outstanding.size === 0 || h.peerChoking || this.now - h.lastBlockAt < REQUEST_TIMEOUT_MS / 1000) continue
+      const timeoutMs = h.snubbed ? REQUEST_TIMEOUT_MS : STALL_TIMEOUT_MS
+      if (h.outstanding.size === 0 || h.peerChoking || this.now - h.lastBlockAt < timeoutMs / 1000) continue
       h.lastBlockAt = this.now
       const [oldest] = h.outstanding
       h.outstanding.delete(oldest)
