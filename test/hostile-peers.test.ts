@@ -20,6 +20,7 @@ import { Client as TrackerAnnouncer, Server as TrackerServer } from 'bittorrent-
 import pino from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Session, type SessionOptions } from '../src/session/session.js'
+import { DEPTH_MIN } from '../src/swarm/piece-downloader.js'
 import type { TorrentStatus } from '../src/swarm/status.js'
 import { type WireHandler, WireReader } from '../src/swarm/wire-reader.js'
 import { ipBytes, PeerFilter } from '../src/swarm/peer-filter.js'
@@ -372,8 +373,8 @@ describe('hostile peers against a deploying Session', () => {
     const ids = h.received.map((m) => m.id)
     const firstCancel = ids.indexOf(MSG.cancel)
     const asked = ids.slice(0, firstCancel).filter((id) => id === MSG.request).length
-    // the first timed-out request is failed without a cancel; the other 15 of the first 16 are cancelled
-    expect(asked).toBe(16)
+    // a new peer is asked for DEPTH_MIN blocks: the first timed-out request is failed without a cancel, the others are cancelled
+    expect(asked).toBe(DEPTH_MIN)
     expect(ids.filter((id) => id === MSG.cancel)).toHaveLength(asked - 1)
     // after the snub: one request at a time
     expect(ids.slice(firstCancel).filter((id) => id === MSG.request)).toHaveLength(1)
@@ -403,7 +404,7 @@ describe('hostile peers against a deploying Session', () => {
     const { session, target } = await startLeecher(f)
     const h = await hostileTo(session.port, f)
     await offerAll(h, f)
-    await until('16 requests', () => h.received.filter((m) => m.id === MSG.request).length >= 16)
+    await until('8 requests', () => h.received.filter((m) => m.id === MSG.request).length >= 8)
     const asked = h.received.filter((m) => m.id === MSG.request).map(blockRef)
     const piece = asked[0].index
     expect(asked.slice(0, 8).every((r) => r.index === piece)).toBe(true)
@@ -429,19 +430,23 @@ describe('hostile peers against a deploying Session', () => {
     const hash = f.torrent.infoHash
     const h = await hostileTo(session.port, f)
     await offerAll(h, f)
-    await until('16 requests', () => h.received.filter((m) => m.id === MSG.request).length >= 16)
-    const asked = h.received.filter((m) => m.id === MSG.request).map(blockRef).slice(0, 16)
-    const piece = asked[0].index
-    expect(asked.every((r) => r.index === piece)).toBe(true)
+    const requests = () => h.received.filter((m) => m.id === MSG.request).map(blockRef)
+    await until('8 requests', () => requests().length >= 8)
+    const first = requests().slice(0, 8)
+    const piece = first[0].index
+    expect(first.every((r) => r.index === piece)).toBe(true)
     const good = (r: { index: number; begin: number; length: number }) => f.stream.subarray(r.index * PIECE + r.begin, r.index * PIECE + r.begin + r.length)
     // each block received counts at once, while the piece is still unverified
-    for (const [i, r] of asked.slice(0, 8).entries()) {
+    for (const [i, r] of first.entries()) {
       await h.piece(r.index, r.begin, good(r))
       const s = await waitStatus(session, hash, (t) => t.totalDone === (i + 1) * BLOCK, `block ${i + 1} counted`)
       expect(s).toMatchObject({ piecesDone: 0, progress: ((i + 1) * BLOCK) / f.torrent.totalLength })
     }
-    // the rest of the piece, its last block corrupt: it fails, and nothing of it counts any more
-    for (const [i, r] of asked.slice(8).entries()) await h.piece(r.index, r.begin, i === 7 ? pseudoRandom(r.length, 9) : good(r))
+    // the rest of the piece (asked for as the first blocks came), its last block corrupt: it fails, and nothing of it counts any more
+    await until('16 requests', () => requests().length >= 16)
+    const rest = requests().slice(8, 16)
+    expect(rest.map((r) => [r.index, r.begin])).toEqual(Array.from({ length: 8 }, (_, k) => [piece, (8 + k) * BLOCK]))
+    for (const [i, r] of rest.entries()) await h.piece(r.index, r.begin, i === 7 ? pseudoRandom(r.length, 9) : good(r))
     const failed = await waitStatus(session, hash, (t) => t.hashFailures === 1, 'the hash failure')
     expect(failed).toMatchObject({ totalDone: 0, progress: 0, piecesDone: 0 })
     await h.waitClosed('the banned sole sender')

@@ -13,7 +13,7 @@ import { Choking } from '../src/swarm/choking.js'
 import type { PeerConnection } from '../src/swarm/peer-connection.js'
 import type { UploadServer } from '../src/swarm/upload-server.js'
 import type { PieceSet } from '../src/swarm/piece-set.js'
-import { dialLimit } from '../src/swarm/peers.js'
+import { DIAL_SETTLE_MS, dialLimit } from '../src/swarm/peers.js'
 import { type Reveal, REVEAL_ALL_AFTER_MS, SeedStripes } from '../src/swarm/seed-stripes.js'
 import { clientName, makePeerId } from '../src/swarm/client-name.js'
 import { doneReason } from '../src/swarm/done-policy.js'
@@ -224,6 +224,16 @@ describe('dialLimit', () => {
       expect(dialLimit(n)).toBeGreaterThanOrEqual(8) // ≥ ln(1000) + a margin distinct sources
       expect(2 * dialLimit(n)).toBeLessThan(n + 1)
     }
+  })
+
+  it(`after ${DIAL_SETTLE_MS} ms of dialing, a torrent few peers dialed dials up to twice the 40% less those (the average degree), within the limit`, () => {
+    expect(dialLimit(25, 0, DIAL_SETTLE_MS - 1)).toBe(10)
+    expect(dialLimit(25, 0, DIAL_SETTLE_MS)).toBe(20)
+    expect(dialLimit(25, 3, DIAL_SETTLE_MS)).toBe(17)
+    expect(dialLimit(25, 10, 60_000)).toBe(10)
+    expect(dialLimit(25, 15, 60_000)).toBe(10)
+    expect(dialLimit(16, 0, 60_000)).toBe(16)
+    expect(dialLimit(50, 0, 60_000)).toBe(40)
   })
 })
 

@@ -213,6 +213,8 @@ export class SimNode {
   /** A seeder's stripes (seed-stripes.ts), under the fleet policy. */
   stripes?: SeedStripes<Conn>
   ticks = 0
+  /** When it first dialed, simulated seconds (peers.ts firstDialAt; -1: not yet). */
+  firstDialAt = -1
   online = false
   alive = true
   left = false

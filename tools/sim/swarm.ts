@@ -349,13 +349,15 @@ class Swarm {
   // ---------------------------------------------------------------------------
   // Connections (peers.ts)
 
-  /** peers.ts dial(): within the connection limit, and outgoing connections (the dialer is a connection's `a`) within dialLimit, the rest kept for peers that dial us. */
+  /** peers.ts dial(): within the connection limit, and outgoing connections (the dialer is a connection's `a`) within dialLimit, the rest kept for peers that dial us; after DIAL_SETTLE_MS, more if few dialed us. */
   private dial(n: SimNode): void {
     if (!n.online) return
     const max = this.opts.maxConnections
     let outgoing = 0
     for (const c of n.conns) if (c.a === n) outgoing++
-    const room = Math.min(max - n.conns.length, dialLimit(max) - outgoing) - n.connecting
+    if (n.firstDialAt < 0) n.firstDialAt = this.now
+    const limit = dialLimit(max, n.conns.length - outgoing, (this.now - n.firstDialAt) * 1000)
+    const room = Math.min(max - n.conns.length, limit - outgoing) - n.connecting
     if (room <= 0) return
     const due = n.dialer.due(room, (a) => (n.complete && a.seed) || n.connectedTo(Number(a.host)))
     for (const a of due) {
