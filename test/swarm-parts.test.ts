@@ -15,7 +15,7 @@ import type { UploadServer } from '../src/swarm/upload-server.js'
 import type { PieceSet } from '../src/swarm/piece-set.js'
 import { DIAL_SETTLE_MS, dialLimit } from '../src/swarm/peers.js'
 import { type Reveal, REVEAL_ALL_AFTER_MS, SeedStripes } from '../src/swarm/seed-stripes.js'
-import { clientName, makePeerId } from '../src/swarm/client-name.js'
+import { clientName, isOurClient, makePeerId } from '../src/swarm/client-name.js'
 import { doneReason } from '../src/swarm/done-policy.js'
 import { HashBlame } from '../src/swarm/hash-blame.js'
 import { MemoryBudget } from '../src/services/memory-budget.js'
@@ -449,5 +449,12 @@ describe('peers', () => {
     expect(clientName(Buffer.from('A2-1-36-0-abcdefghij').toString('hex'))).toBe('aria2 1.36.0')
     expect(clientName(makePeerId().toString('hex'))).toMatch(/^blockswarm \d{4}$/)
     expect(clientName('00'.repeat(20))).toBeUndefined()
+  })
+
+  it('tells our own peer ids from other clients (they get a second of their rate as request depth, ours a quarter)', () => {
+    expect(isOurClient(makePeerId().toString('hex'))).toBe(true)
+    expect(isOurClient(Buffer.from('-TR3000-abcdefghijkl').toString('hex'))).toBe(false)
+    expect(isOurClient(Buffer.from('-LT2080-abcdefghijkl').toString('hex'))).toBe(false)
+    expect(isOurClient(Buffer.from('A2-1-36-0-abcdefghij').toString('hex'))).toBe(false)
   })
 })

@@ -25,6 +25,11 @@ export function makePeerId(): Buffer {
   return Buffer.concat([Buffer.from(tag, 'latin1'), randomBytes(12)])
 }
 
+/** Whether a peer id (hex) is blockswarm's own ("-BS" + version + "-"): a sender that answers requests as soon as its uplink allows. */
+export function isOurClient(peerIdHex: string): boolean {
+  return peerIdHex.startsWith('2d4253') // "-BS"
+}
+
 /** A client name and version from a peer id (hex), or undefined when the id follows no known style. */
 export function clientName(peerIdHex: string): string | undefined {
   const id = Buffer.from(peerIdHex, 'hex').toString('latin1')

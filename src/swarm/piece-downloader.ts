@@ -15,6 +15,7 @@ import { pieceSize } from '../torrent/piece-map.js'
 import { ActivePiece, BLOCK_SIZE } from './active-piece.js'
 import type { PeerIdentity } from './ban-list.js'
 import { HashBlame } from './hash-blame.js'
+import { isOurClient } from './client-name.js'
 import type { MemoryBudget } from '../services/memory-budget.js'
 import type { DownloadSink, PeerConnection } from './peer-connection.js'
 import type { PiecePicker } from './piece-picker.js'
@@ -26,16 +27,27 @@ export const ENDGAME_ASKERS = 2
 export const REFILL_MAX = 64
 /**
  * Blocks kept requested per peer: at least, at most, and how many seconds of
- * its rate. A quarter second of a peer's rate covers its bandwidth-delay
- * product for RTTs up to 250 ms (and grows the depth from DEPTH_MIN at that
- * RTT); more only queues our requests behind each other at the sender, so a
- * fresh piece asked for now waits behind a second of older ones before its
- * copy can be passed on (simulated at N = 32/100/300/1,000: 1 s → 0.25 s and
- * 16 → 8 blocks, last finish 1.21/1.50/1.61/1.79 → 1.13/1.44/1.54/1.67 × T*).
+ * its rate. From another blockswarm node, a quarter second of its rate: that
+ * covers its bandwidth-delay product for RTTs up to 250 ms (and grows the
+ * depth from DEPTH_MIN at that RTT); more only queues our requests behind
+ * each other at the sender, so a fresh piece asked for now waits behind a
+ * second of older ones before its copy can be passed on (simulated at
+ * N = 32/100/300/1,000: 1 s → 0.25 s and 16 → 8 blocks, last finish
+ * 1.21/1.50/1.61/1.79 → 1.13/1.44/1.54/1.67 × T*; bench:swarm N = 8:
+ * 1.23 → 1.14).
  */
 export const DEPTH_MIN = 8
 export const DEPTH_MAX = 512
 export const DEPTH_SECONDS = 0.25
+/**
+ * From other clients, a second of their rate: they pace what they send
+ * (transmission 3.00 seeding a partclone image answers a request up to half
+ * a second later however few are queued), so a shorter depth caps the rate
+ * it measures, and the rate caps the depth (test/interop-partclone.test.ts:
+ * a deploy from transmission took 23 s at 1 s of its rate, 66 s at 0.5 or
+ * 0.25 s, and over 90 s at 0.25 s and 8 blocks).
+ */
+export const FOREIGN_DEPTH_SECONDS = 1
 
 export interface DownloaderHooks {
   /** Whether blocks may be requested now (the torrent is online and incomplete). */
@@ -138,7 +150,7 @@ export class PieceDownloader implements DownloadSink {
     return false
   }
 
-  /** Blocks to keep asked of a peer: a quarter second of its rate (above its bandwidth-delay product), within bounds; one while it snubs us. */
+  /** Blocks to keep asked of a peer: a quarter second of its rate if it is blockswarm, a second if another client (above its bandwidth-delay product), within bounds; one while it snubs us. */
   private depthOf(conn: PeerConnection): number {
     if (conn.snubbed) return 1
     return this.depth.get(conn) ?? Math.min(conn.maxRequests, DEPTH_MIN)
@@ -146,7 +158,8 @@ export class PieceDownloader implements DownloadSink {
 
   /** Set each peer's request depth from its current rate (once a tick). */
   retune(conn: PeerConnection): void {
-    const want = Math.ceil((conn.download.rate() * DEPTH_SECONDS) / BLOCK_SIZE)
+    const seconds = conn.peerId !== undefined && isOurClient(conn.peerId) ? DEPTH_SECONDS : FOREIGN_DEPTH_SECONDS
+    const want = Math.ceil((conn.download.rate() * seconds) / BLOCK_SIZE)
     this.depth.set(conn, Math.min(conn.maxRequests, Math.max(DEPTH_MIN, Math.min(DEPTH_MAX, want))))
   }
 
