@@ -3,7 +3,8 @@
  * byte stream cut at any point (and in a read buffer that is reused, as with
  * onread) still gives whole blocks to the requests that asked for them, the
  * peer's requests and cancels, and every other message intact; a choke drops
- * every request in flight, and a request nobody answers times out.
+ * every request in flight, and a request nobody answers times out; an
+ * orderly close sends what was queued first.
  */
 import { randomBytes } from 'node:crypto'
 import { createServer, connect, type Socket } from 'node:net'
@@ -51,7 +52,40 @@ async function connection(): Promise<{ conn: PeerConnection; blocks: Map<string,
   return { conn, blocks, dropped }
 }
 
+/** A connected PeerConnection whose other end collects every byte until the FIN or reset. */
+async function collected(): Promise<{ conn: PeerConnection; received: Promise<Buffer> }> {
+  let resolve: (b: Buffer) => void = () => {}
+  const received = new Promise<Buffer>((r) => (resolve = r))
+  const server = createServer((s) => {
+    const chunks: Buffer[] = []
+    s.on('data', (c) => chunks.push(c))
+    s.on('error', () => {})
+    s.on('close', () => resolve(Buffer.concat(chunks)))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  const port = (server.address() as { port: number }).port
+  const socket = connect({ port, host: '127.0.0.1' })
+  await new Promise((r) => socket.once('connect', r))
+  onCleanup(async () => {
+    socket.destroy()
+    await new Promise((r) => server.close(r))
+  })
+  return { conn: new PeerConnection(socket, 'out', '127.0.0.1', port), received }
+}
+
 describe('PeerConnection', () => {
+  it('an orderly close (both sides seeds) sends what was queued in the same turn, the last HAVE, before its FIN; any other close drops it', async () => {
+    const orderly = await collected()
+    orderly.conn.have(7)
+    orderly.conn.close('both sides are seeds', true)
+    expect(await orderly.received).toEqual(message(4, 7))
+
+    const abrupt = await collected()
+    abrupt.conn.have(7)
+    abrupt.conn.close('banned')
+    expect(await abrupt.received).toEqual(Buffer.alloc(0))
+  })
+
   it('splits a peer stream cut at any point into blocks, requests, cancels and whole messages', async () => {
     const block = randomBytes(16384)
     const rest = Buffer.concat([

@@ -50,6 +50,8 @@ export const REQUEST_TIMEOUT_MS = 30_000
  * (simulated 5 % power cuts at N = 100-300: last finish 3.3-3.5 x the bound
  * with 30 s, 1.55-1.64 x with 5 s, 1.47-1.62 x with no deaths).
  */
+/** An orderly close (close(reason, true)) waits this long for the peer's FIN before the socket is destroyed. */
+export const ORDERLY_CLOSE_MS = 2000
 export const STALL_TIMEOUT_MS = 5_000
 /** Send a keep-alive when nothing was sent for this long. */
 const KEEPALIVE_MS = 55_000
@@ -386,8 +388,16 @@ export class PeerConnection extends EventEmitter {
     this.close(`protocol violation: ${what}`)
   }
 
-  /** Close once; every request in flight is dropped, then 'close' is emitted with the reason. */
-  close(reason: string): void {
+  /**
+   * Close once; every request in flight is dropped, then 'close' is emitted
+   * with the reason. `orderly`: what we queued goes out first (our last
+   * HAVEs: a node that completes closes its connections to seeds in the same
+   * turn as it announces its last piece, and the seeder's fleet view and
+   * stripes must see it complete), then a FIN; the socket is destroyed when
+   * the peer closes too, or after ORDERLY_CLOSE_MS. Otherwise (a peer that
+   * misbehaves, a ban, a timeout) the socket is destroyed at once.
+   */
+  close(reason: string, orderly = false): void {
     if (this.closedFlag) return
     this.closedFlag = true
     this.reason = reason
@@ -395,7 +405,20 @@ export class PeerConnection extends EventEmitter {
     clearTimeout(this.requestTimer)
     clearInterval(this.keepAlive)
     this.dropAll()
-    this.socket.destroy()
+    if (orderly && !this.socket.destroyed) {
+      if (this.smallLength > 0) this.flushSmall()
+      if (this.corked) {
+        this.corked = false
+        this.socket.uncork()
+      }
+      // what it still sends is read and dropped (received() ignores it) until its FIN
+      if (this.readsPaused) this.socket.resume()
+      this.socket.end()
+      const socket = this.socket
+      const timer = setTimeout(() => socket.destroy(), ORDERLY_CLOSE_MS)
+      timer.unref()
+      socket.once('close', () => clearTimeout(timer))
+    } else this.socket.destroy()
     this.emit('close', reason)
   }
 

@@ -328,7 +328,7 @@ export class SwarmPeers {
       }
       // a striping seeder first shows it the rest, and lets it close: it must see us as a seed too
       if (stripes && !stripes.revealingAll) return this.reveal(conn, stripes.peerComplete(conn))
-      if (this.d.have.complete) return conn.close('both sides are seeds')
+      if (this.d.have.complete) return conn.close('both sides are seeds', true)
     }
     this.updateInterest(conn)
     this.d.downloads.fill(conn)
@@ -421,7 +421,7 @@ export class SwarmPeers {
   /** We became a seed: seeds have nothing to say to each other; the others lose our interest. */
   nowSeeding(): void {
     for (const p of [...this.connected]) {
-      if (p.isSeed) p.close('both sides are seeds')
+      if (p.isSeed) p.close('both sides are seeds', true)
       else this.updateInterest(p)
     }
   }
