@@ -14,9 +14,9 @@ import { cleanupAll, onCleanup } from './helpers/sys.js'
 
 afterEach(cleanupAll)
 
-/** A connected TCP socket on loopback (its other end is discarded unread). */
-async function socketPair(): Promise<Socket> {
-  const server = createServer((s) => s.resume())
+/** A connected TCP socket on loopback; its other end goes to `other` (by default, discarded unread). */
+async function socketPair(other: (s: Socket) => void = (s) => s.resume()): Promise<Socket> {
+  const server = createServer(other)
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
   const port = (server.address() as { port: number }).port
   const socket = connect({ port, host: '127.0.0.1' })
@@ -56,21 +56,13 @@ async function connection(): Promise<{ conn: PeerConnection; blocks: Map<string,
 async function collected(): Promise<{ conn: PeerConnection; received: Promise<Buffer> }> {
   let resolve: (b: Buffer) => void = () => {}
   const received = new Promise<Buffer>((r) => (resolve = r))
-  const server = createServer((s) => {
+  const socket = await socketPair((s) => {
     const chunks: Buffer[] = []
     s.on('data', (c) => chunks.push(c))
     s.on('error', () => {})
     s.on('close', () => resolve(Buffer.concat(chunks)))
   })
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
-  const port = (server.address() as { port: number }).port
-  const socket = connect({ port, host: '127.0.0.1' })
-  await new Promise((r) => socket.once('connect', r))
-  onCleanup(async () => {
-    socket.destroy()
-    await new Promise((r) => server.close(r))
-  })
-  return { conn: new PeerConnection(socket, 'out', '127.0.0.1', port), received }
+  return { conn: new PeerConnection(socket, 'out', '127.0.0.1', 6881), received }
 }
 
 describe('PeerConnection', () => {
