@@ -5,8 +5,8 @@
 import { copyFile, mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { CLI, cleanupAll, loopAttach, pseudoRandom, ROOT, run, tempDir } from './helpers/sys.js'
-import { makeImage } from './helpers/grpc-fixtures.js'
+import { captureOutput, CLI, cleanupAll, loopAttach, pseudoRandom, ROOT, run, startProcess, tempDir, waitExit, waitFor } from './helpers/sys.js'
+import { makeImage, makeTarget } from './helpers/grpc-fixtures.js'
 
 afterEach(cleanupAll)
 
@@ -33,6 +33,20 @@ describe('the command line at its edges', () => {
       expect(r.code, `${cmd}: ${r.stderr}`).toBe(0)
       expect(r.stdout.split('\n').filter(Boolean)).toHaveLength(1)
     }
+  })
+
+  it('a deploy stopped by SIGTERM after its stdout reader went away exits 143, not 0 (nothing reports success that is not on the disk)', async () => {
+    const dir = await tempDir('bsw-pipe-deploy-')
+    const image = await makeImage(dir, 'gone', 4 * MiB)
+    const target = await makeTarget(dir, 'target.img', image.size)
+    // a peer that refuses: the deploy waits, downloading nothing
+    const child = startProcess(process.execPath, [CLI, 'deploy', image.torrentFile, target, '--peer', '127.0.0.1:1', '--port', '0', '--bind', '127.0.0.1', '--json', '--seed-idle', '0'])
+    const err = captureOutput(child)
+    // the reader of its report goes away (an orchestrator's pipe, a timeout that closed it)
+    child.stdout!.destroy()
+    await waitFor('the deploy to start downloading', () => /downloading/.test(err.text()) || child.exitCode !== null, 30_000, err.text)
+    child.kill('SIGTERM')
+    expect(await waitExit(child, 30_000), err.text()).toBe(143)
   })
 
   it('deploy with its arguments swapped (a 200 MiB disk as the torrent) names the mistake without reading the disk into memory', async () => {

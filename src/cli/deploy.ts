@@ -199,6 +199,8 @@ export function registerDeploy(program: Command): void {
     .option('--progress-interval <seconds>', 'seconds between progress lines when not on a terminal', '2')
     .option('--json', 'print the result as one JSON object')
     .action(async (torrentPath: string, target: string, flags: DeployFlags) => {
+      // not deployed until the report below says so: however this process ends before it (a closed stdout), it is not 0
+      process.exitCode = 1
       const then = thenActionOf(flags)
       const torrent = await loadTorrentFile(torrentPath, 'blockswarm deploy TORRENT TARGET')
       if (flags.createImage && !existsSync(target)) {
@@ -279,6 +281,7 @@ export function registerDeploy(program: Command): void {
       else printHuman(r, interrupted)
       if (!ok) process.exitCode = stopSignal ? signalExitCode(stopSignal) : 1
       else if (thenResult && !thenResult.ok) process.exitCode = EXIT_THEN_FAILED
+      else process.exitCode = 0
       if (!runsAfter || !ok) return
       const after = await runThenAction(then, [outcome], log)
       if (!after.ok) {

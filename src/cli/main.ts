@@ -50,8 +50,10 @@ async function main(argv: string[]): Promise<void> {
 }
 
 // A closed stdout (`blockswarm inspect X | head -1`) ends the command quietly: nobody is left to read the rest.
+// Its exit code stays what the command decided: a deploy that failed or was stopped, whose reader went away
+// before its report (an orchestrator's pipe, a timeout that closed it), must not exit 0.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-  if (err.code === 'EPIPE') process.exit(0)
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
   throw err
 })
 
