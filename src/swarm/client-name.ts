@@ -18,16 +18,20 @@ const CLIENTS: Record<string, string> = {
   BT: 'BitTorrent',
 }
 
+/** Our client code in the Azureus style, and its bytes in hex (what a peer id read from the wire starts with). */
+const OUR_CODE = '-BS'
+const OUR_CODE_HEX = Buffer.from(OUR_CODE, 'latin1').toString('hex')
+
 /** "-BS0100-" + 12 random bytes: 20 bytes, the version in the Azureus style. */
 export function makePeerId(): Buffer {
   const [major, minor] = VERSION.split('.').map((n) => Number(n) || 0)
-  const tag = `-BS${String(major % 100).padStart(2, '0')}${String(minor % 100).padStart(2, '0')}-`
+  const tag = `${OUR_CODE}${String(major % 100).padStart(2, '0')}${String(minor % 100).padStart(2, '0')}-`
   return Buffer.concat([Buffer.from(tag, 'latin1'), randomBytes(12)])
 }
 
 /** Whether a peer id (hex) is blockswarm's own ("-BS" + version + "-"): a sender that answers requests as soon as its uplink allows. */
 export function isOurClient(peerIdHex: string): boolean {
-  return peerIdHex.startsWith('2d4253') // "-BS"
+  return peerIdHex.startsWith(OUR_CODE_HEX)
 }
 
 /** A client name and version from a peer id (hex), or undefined when the id follows no known style. */

@@ -37,6 +37,8 @@ import { type WireHandler, WireReader } from './wire-reader.js'
 export const HANDSHAKE_TIMEOUT_MS = 20_000
 /** No byte from the peer for this long (keep-alives come every 55 s): the connection is dead. */
 export const IDLE_TIMEOUT_MS = 150_000
+/** An orderly close (close(reason, true)) waits this long for the peer's FIN before the socket is destroyed. */
+export const ORDERLY_CLOSE_MS = 2000
 /** No requested block for this long: the peer is snubbing us (--request-timeout). */
 export const REQUEST_TIMEOUT_MS = 30_000
 /**
@@ -50,8 +52,6 @@ export const REQUEST_TIMEOUT_MS = 30_000
  * (simulated 5 % power cuts at N = 100-300: last finish 3.3-3.5 x the bound
  * with 30 s, 1.55-1.64 x with 5 s, 1.47-1.62 x with no deaths).
  */
-/** An orderly close (close(reason, true)) waits this long for the peer's FIN before the socket is destroyed. */
-export const ORDERLY_CLOSE_MS = 2000
 export const STALL_TIMEOUT_MS = 5_000
 /** Send a keep-alive when nothing was sent for this long. */
 const KEEPALIVE_MS = 55_000
