@@ -6,9 +6,9 @@
  *                          [--size 128M] [--piece-size 256K] [--unicast-max N] [--timeout 900]
  *                          [--max-connections 25] [--max-uploads N] [--no-reference] [--cpu-prof DIR]
  *
- * --cpu-prof DIR: every deploy runs under node --cpu-prof, its profile written
- * into DIR when it exits (open in Chrome's DevTools; summed by
- * tools/bench/profile-top.ts).
+ * --cpu-prof DIR: every deploy and the seeder run under node --cpu-prof (the
+ * seeder's profile named seed-N<N>.cpuprofile), each profile written into DIR
+ * when it exits (open in Chrome's DevTools; summed by tools/bench/profile-top.ts).
  *
  * Piece size matters: a node can re-serve only whole verified pieces, so the
  * swarm pipelines well only with many pieces per image. EZIO's 16 MiB pieces
@@ -182,8 +182,14 @@ function rateBytes(rate: string): number {
 
 /** CPU seconds used by reaped children so far (cutime + cstime of /proc/self/stat). */
 function childCpuSeconds(): number {
+  const { user, sys } = childCpuSplit()
+  return user + sys
+}
+
+/** The same, user and system time apart (cutime, cstime). */
+function childCpuSplit(): { user: number; sys: number } {
   const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')
-  return (Number(fields[13]) + Number(fields[14])) / 100
+  return { user: Number(fields[13]) / 100, sys: Number(fields[14]) / 100 }
 }
 
 function collect(child: ChildProcess): Promise<{ code: number | null; out: string; err: string }> {
@@ -292,6 +298,8 @@ interface SwarmRun {
   startup: number
   verified: boolean
   cpu: number
+  /** Of cpu, system time (the kernel's share: sockets, tc, the veths, the target's page cache). */
+  sys: number
   wall: number
 }
 
@@ -326,8 +334,9 @@ function limitFlags(opts: Options): string[] {
 
 async function runSwarm(topo: Topology, n: number, image: string, imageSize: number, torrentFile: string, work: string, timeoutMs: number, limits: string[], cpuProf?: string): Promise<SwarmRun> {
   const addr = Topology.address(0)
-  const cpu0 = childCpuSeconds()
+  const cpu0 = childCpuSplit()
   const seeder = topo.spawn(0, process.execPath, [
+    ...(cpuProf ? ['--cpu-prof', '--cpu-prof-dir', cpuProf, '--cpu-prof-name', `seed-N${n}.cpuprofile`] : []),
     CLI, 'seed', torrentFile, image, '--tracker-embedded', String(TRACKER_PORT), '--bind', addr, '--port', String(BT_PORT), '--tracker-interval', '5', ...limits,
   ])
   let seederLog = ''
@@ -376,7 +385,9 @@ async function runSwarm(topo: Topology, n: number, image: string, imageSize: num
     let verified = true
     for (const t of targets) verified = (await verify(torrentFile, t)) && verified
     startups.sort((a, b) => a - b)
-    return { n, finishes: finishes.sort((a, b) => a - b), peerBytes, startup: startups[Math.floor((n - 1) / 2)], verified, cpu: childCpuSeconds() - cpu0, wall }
+    const cpu1 = childCpuSplit()
+    const sys = cpu1.sys - cpu0.sys
+    return { n, finishes: finishes.sort((a, b) => a - b), peerBytes, startup: startups[Math.floor((n - 1) / 2)], verified, cpu: cpu1.user - cpu0.user + sys, sys, wall }
   } finally {
     seeder.kill('SIGKILL')
     for (const t of targets) rmSync(t, { force: true })
@@ -390,6 +401,8 @@ interface ReferenceRun {
   verified: number
   /** CPU seconds of opentracker, the seed and the leechers. */
   cpu: number
+  /** Of cpu, system time (the kernel's share: sockets, tc, the veths, the target's page cache). */
+  sys: number
 }
 
 /** The last 4000 characters `child` printed (stdout and stderr), for error messages. */
@@ -469,7 +482,7 @@ async function runReference(
   }
   const peer = (node: number, ...args: string[]) => start(node, PYTHON, [LT_PEER, ...limits, '--ezio', '--bind', Topology.address(node), ...args])
   const saves = Array.from({ length: n }, (_, i) => join(work, `lt-node${i + 1}`))
-  const cpu0 = childCpuSeconds()
+  const cpu0 = childCpuSplit()
   try {
     // The torrent's announce URL is the embedded tracker's address and port, free again now that the blockswarm seed has exited.
     const tracker = start(0, 'opentracker', ['-i', addr, '-p', String(TRACKER_PORT), '-P', String(TRACKER_PORT), '-w', whitelist])
@@ -493,10 +506,12 @@ async function runReference(
     )
     // All have finished: nobody needs a piece any more, so the seeding leechers, the seed and the tracker stop.
     await stopAll(started)
-    const cpu = childCpuSeconds() - cpu0
+    const cpu1 = childCpuSplit()
+    const sys = cpu1.sys - cpu0.sys
+    const cpu = cpu1.user - cpu0.user + sys
     let verified = 0
     for (const save of saves) if (await verifyExtentsDir(torrentFile, save)) verified++
-    return { finishes: dones.map((d) => (Number(d.at) * 1000 - t0) / 1000).sort((a, b) => a - b), verified, cpu }
+    return { finishes: dones.map((d) => (Number(d.at) * 1000 - t0) / 1000).sort((a, b) => a - b), verified, cpu, sys }
   } finally {
     for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
     for (const save of saves) rmSync(save, { recursive: true, force: true })
@@ -584,14 +599,14 @@ async function main(): Promise<void> {
     const last = sw.finishes[sw.finishes.length - 1]
     const median = sw.finishes[Math.floor((sw.finishes.length - 1) / 2)]
     rows.push([String(n), uni ? fmt(uni.last) : 'not run', fmt(sw.finishes[0]), fmt(median), fmt(last), fmt(tStar), (last / tStar).toFixed(2), uni ? (uni.last / tStar).toFixed(2) : '-', `${Math.round((100 * sw.peerBytes) / (n * S))}%`, fmt(sw.startup), fmt(sw.cpu), fmt(sw.wall), sw.verified ? `${n}/${n}` : 'NO'])
-    process.stdout.write(`N=${n}: swarm last ${fmt(last)} s (T* ${fmt(tStar)} s), unicast last ${uni ? `${fmt(uni.last)} s` : 'not run'}, CPU ${fmt(sw.cpu)} s over ${fmt(sw.wall)} s wall\n`)
+    process.stdout.write(`N=${n}: swarm last ${fmt(last)} s (T* ${fmt(tStar)} s), unicast last ${uni ? `${fmt(uni.last)} s` : 'not run'}, CPU ${fmt(sw.cpu)} s (${fmt(sw.sys)} s system) over ${fmt(sw.wall)} s wall\n`)
     if (!sw.verified) process.exitCode = 1
     if (opts.reference) {
       const ref = await runReference(topo, n, torrentFile, seedDir, whitelist, work, timeoutMs, referenceLimitFlags(opts))
       const ltLast = ref.finishes[ref.finishes.length - 1]
       rows[rows.length - 1].push(fmt(ltLast), (last / ltLast).toFixed(2), fmt(ref.cpu), (sw.cpu / ref.cpu).toFixed(2), `${ref.verified}/${n}`)
       process.stdout.write(
-        `N=${n}: libtorrent last ${fmt(ltLast)} s, CPU ${fmt(ref.cpu)} s; blockswarm/libtorrent: last ${(last / ltLast).toFixed(2)}, CPU ${(sw.cpu / ref.cpu).toFixed(2)}\n`,
+        `N=${n}: libtorrent last ${fmt(ltLast)} s, CPU ${fmt(ref.cpu)} s (${fmt(ref.sys)} s system); blockswarm/libtorrent: last ${(last / ltLast).toFixed(2)}, CPU ${(sw.cpu / ref.cpu).toFixed(2)}\n`,
       )
       if (ref.verified !== n) process.exitCode = 1
     }
