@@ -180,16 +180,17 @@ function rateBytes(rate: string): number {
   return (Number(m[1]) * { '': 1, k: 1e3, m: 1e6, g: 1e9 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g']!) / 8
 }
 
-/** CPU seconds used by reaped children so far (cutime + cstime of /proc/self/stat). */
-function childCpuSeconds(): number {
-  const { user, sys } = childCpuSplit()
-  return user + sys
-}
-
-/** The same, user and system time apart (cutime, cstime). */
+/** CPU seconds used by reaped children so far, user and system apart (cutime, cstime of /proc/self/stat). */
 function childCpuSplit(): { user: number; sys: number } {
   const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')
   return { user: Number(fields[13]) / 100, sys: Number(fields[14]) / 100 }
+}
+
+/** CPU seconds of the children reaped since `start` (a childCpuSplit()): in all, and of it system time. */
+function childCpuSince(start: { user: number; sys: number }): { cpu: number; sys: number } {
+  const now = childCpuSplit()
+  const sys = now.sys - start.sys
+  return { cpu: now.user - start.user + sys, sys }
 }
 
 function collect(child: ChildProcess): Promise<{ code: number | null; out: string; err: string }> {
@@ -385,9 +386,7 @@ async function runSwarm(topo: Topology, n: number, image: string, imageSize: num
     let verified = true
     for (const t of targets) verified = (await verify(torrentFile, t)) && verified
     startups.sort((a, b) => a - b)
-    const cpu1 = childCpuSplit()
-    const sys = cpu1.sys - cpu0.sys
-    return { n, finishes: finishes.sort((a, b) => a - b), peerBytes, startup: startups[Math.floor((n - 1) / 2)], verified, cpu: cpu1.user - cpu0.user + sys, sys, wall }
+    return { n, finishes: finishes.sort((a, b) => a - b), peerBytes, startup: startups[Math.floor((n - 1) / 2)], verified, ...childCpuSince(cpu0), wall }
   } finally {
     seeder.kill('SIGKILL')
     for (const t of targets) rmSync(t, { force: true })
@@ -506,9 +505,7 @@ async function runReference(
     )
     // All have finished: nobody needs a piece any more, so the seeding leechers, the seed and the tracker stop.
     await stopAll(started)
-    const cpu1 = childCpuSplit()
-    const sys = cpu1.sys - cpu0.sys
-    const cpu = cpu1.user - cpu0.user + sys
+    const { cpu, sys } = childCpuSince(cpu0)
     let verified = 0
     for (const save of saves) if (await verifyExtentsDir(torrentFile, save)) verified++
     return { finishes: dones.map((d) => (Number(d.at) * 1000 - t0) / 1000).sort((a, b) => a - b), verified, cpu, sys }
