@@ -14,7 +14,9 @@ import { Network, type Flow } from '../tools/sim/network.js'
 import { scenario } from '../tools/sim/scenarios.js'
 import { summarize } from '../tools/sim/summary.js'
 import { type NodeSpec, type SimOptions, simulate } from '../tools/sim/swarm.js'
-import { grantTurns, MAX_TURN_WAIT_MS, TURN_MAX_BYTES, TURN_ORDERS, turnEnds } from '../tools/sim/upload-turns.js'
+import { grantTurns, MAX_TURN_WAIT_MS, TURN_MAX_BYTES, TURN_ORDERS, TurnGate, turnEnds } from '../tools/sim/upload-turns.js'
+import { PEAK_HALF_LIFE_MS, UplinkGauge, WINDOW_MS } from '../tools/sim/uplink-gauge.js'
+import { BLOCK_SIZE } from '../src/swarm/wire-messages.js'
 
 const MiB = 2 ** 20
 const C = 1e6
@@ -197,9 +199,9 @@ describe('depth-first serving (upload-turns.ts, --turns)', () => {
     const nodes = [seeder(), ...Array.from({ length: 10 }, (_, i) => node(i % 4 === 0 ? C / 4 : C, i === 5 ? { dieAt: 1.5 } : { joinAt: (i * 3) % 5 }))]
     for (const order of TURN_ORDERS) {
       for (const slots of [1, 2]) {
-        for (const saturatedOnly of [false, true]) {
-          const what = `${order} ${slots} ${saturatedOnly}`
-          const r = simulate(swarm(nodes, { turns: { slots, order, saturatedOnly } }))
+        for (const [saturatedOnly, endOnHave, measured] of [[false, false, false], [true, false, false], [true, true, false], [true, true, true], [false, true, false]]) {
+          const what = `${order} ${slots} ${saturatedOnly} ${endOnHave} ${measured}`
+          const r = simulate(swarm(nodes, { turns: { slots, order, saturatedOnly, endOnHave, measured } }))
           expect(r.timedOut, what).toBe(false)
           const s = summarize(r)
           expect(s.finished, what).toBe(9)
@@ -213,6 +215,126 @@ describe('depth-first serving (upload-turns.ts, --turns)', () => {
     const one = simulate(swarm([seeder(), node(C), node(C)], { turns: { slots: 1, order: 'age' }, maxConnections: 1 }))
     expect(one.timedOut).toBe(false)
     for (const x of one.nodes) expect(x.pieces).toBe(one.pieceCount)
+  })
+})
+
+describe('TurnGate (depth-first serving)', () => {
+  const B = BLOCK_SIZE
+  function gate(o: { saturated?: () => boolean; holdUntilHave?: boolean } = {}) {
+    let t = 1000
+    const g = new TurnGate<string>({ slots: 2, now: () => t, holdUntilHave: true, ...o })
+    return { g, tick: (ms: number) => (t += ms) }
+  }
+
+  it('serves two peers at a time; a third waits until a turn ends and its piece is announced', () => {
+    const { g } = gate()
+    expect(g.mayServe('a', 1, B)).toBe(true)
+    expect(g.mayServe('b', 2, B)).toBe(true)
+    expect(g.mayServe('c', 3, B)).toBe(false)
+    expect(g.mayServe('c', 3, B)).toBe(false) // still waiting, counted once
+    expect(g.waiting).toBe(1)
+    expect(g.mayServe('a', 1, B)).toBe(true) // its turn goes on within its piece
+    g.idle('a') // all of piece 1 sent: the slot is held until 'a' announces it
+    expect(g.admit()).toEqual([])
+    g.peerHas('a', 7) // another piece: no change
+    expect(g.admit()).toEqual([])
+    g.peerHas('a', 1)
+    expect(g.admit()).toEqual(['c'])
+    expect(g.mayServe('c', 3, B)).toBe(true)
+    expect(g.turns).toBe(2)
+  })
+
+  it('a turn runs on into the next piece while nobody waits, and yields at a piece boundary when someone does', () => {
+    const { g, tick } = gate()
+    expect(g.mayServe('a', 1, B)).toBe(true)
+    expect(g.mayServe('a', 2, B)).toBe(true) // nobody waits
+    expect(g.mayServe('b', 5, B)).toBe(true)
+    expect(g.mayServe('c', 6, B)).toBe(false)
+    expect(g.mayServe('a', 2, B)).toBe(true) // same piece
+    tick(10)
+    expect(g.mayServe('a', 3, B)).toBe(false) // next piece with 'c' waiting: 'a' drains piece 2 and waits
+    g.peerHas('a', 2)
+    expect(g.admit()).toEqual(['c']) // the one waiting longest first
+    g.idle('b')
+    g.peerHas('b', 5)
+    expect(g.admit()).toEqual(['a'])
+  })
+
+  it('a turn ends after TURN_MAX_BYTES even within one piece, when someone waits', () => {
+    const { g } = gate()
+    expect(g.mayServe('a', 1, TURN_MAX_BYTES)).toBe(true)
+    expect(g.mayServe('b', 2, B)).toBe(true)
+    expect(g.mayServe('c', 3, B)).toBe(false)
+    expect(g.mayServe('a', 1, B)).toBe(false)
+  })
+
+  it('no slot is held forever: a drain with no HAVE and a long wait end at MAX_TURN_WAIT_MS', () => {
+    const { g, tick } = gate()
+    g.mayServe('a', 1, B)
+    g.mayServe('b', 2, B)
+    g.idle('a')
+    g.idle('b')
+    expect(g.mayServe('c', 3, B)).toBe(false)
+    expect(g.nextDeadline()).toBe(1000 + MAX_TURN_WAIT_MS)
+    tick(MAX_TURN_WAIT_MS - 1)
+    expect(g.admit()).toEqual([])
+    tick(1)
+    expect(g.admit()).toEqual(['c'])
+    expect(g.nextDeadline()).toBeUndefined()
+  })
+
+  it('one turn more while the uplink is not saturated; forget frees what a peer held', () => {
+    let saturated = true
+    const { g } = gate({ saturated: () => saturated })
+    g.mayServe('a', 1, B)
+    g.mayServe('b', 2, B)
+    expect(g.mayServe('c', 3, B)).toBe(false)
+    expect(g.admit()).toEqual([])
+    saturated = false
+    expect(g.admit()).toEqual(['c'])
+    expect(g.turns).toBe(3)
+    g.forget('a')
+    g.forget('c')
+    expect(g.turns).toBe(1)
+    saturated = true
+    expect(g.mayServe('d', 4, B)).toBe(true)
+  })
+
+  it('without holding until HAVE, a turn frees its slot the moment its piece is sent', () => {
+    const { g } = gate({ holdUntilHave: false })
+    g.mayServe('a', 1, B)
+    g.mayServe('b', 2, B)
+    expect(g.mayServe('c', 3, B)).toBe(false)
+    g.idle('a')
+    expect(g.admit()).toEqual(['c'])
+  })
+})
+
+describe('UplinkGauge', () => {
+  it('unknown is saturated; then the rate of the last window against the decaying peak', () => {
+    let t = 0
+    const g = new UplinkGauge(() => t)
+    expect(g.saturated()).toBe(true)
+    const slot = WINDOW_MS / 10
+    // 4 MB per second for a few windows
+    for (let k = 0; k < 40; k++) {
+      t += slot
+      g.add((4e6 * slot) / 1000)
+    }
+    expect(g.rate()).toBeCloseTo(4e6, -3)
+    expect(g.saturated()).toBe(true)
+    // half the rate: not saturated
+    for (let k = 0; k < 20; k++) {
+      t += slot
+      g.add((2e6 * slot) / 1000)
+    }
+    expect(g.saturated()).toBe(false)
+    // long enough at half the rate, the peak decays to it
+    for (let k = 0; k < (PEAK_HALF_LIFE_MS * 1.2) / slot; k++) {
+      t += slot
+      g.add((2e6 * slot) / 1000)
+    }
+    expect(g.saturated()).toBe(true)
   })
 })
 

@@ -6,6 +6,8 @@
  * engine's PiecePicker, PieceSet and PeerDialer, and its counters), and the
  * tracker. What they do to each other is swarm.ts's.
  */
+import type { UplinkGauge } from './uplink-gauge.js'
+import type { TurnGate } from './upload-turns.js'
 import { PeerDialer, type PeerAddress } from '../../src/swarm/peer-dialer.js'
 import { DEPTH_MIN } from '../../src/swarm/piece-downloader.js'
 import { PiecePicker } from '../../src/swarm/piece-picker.js'
@@ -145,10 +147,7 @@ export class Half implements Flow, Timed {
   depthBlocks = DEPTH_MIN
   snubbed = false
   lastBlockAt = 0
-  /** Sender, depth-first serving (upload-turns.ts): the piece of its turn (-1: no turn), bytes sent in it, since when it waits for one; the piece it was last sent and how much of it. */
-  turnPiece = -1
-  turnBytes = 0
-  waitingSince = 0
+  /** Sender, depth-first serving (upload-turns.ts): the piece it was last sent and how much of it. */
   lastPiece = -1
   lastPieceSent = 0
 
@@ -229,9 +228,10 @@ export class SimNode {
   lastUploadMs = 0
   readonly seedsSeen = new Set<number>()
   trackerIncomplete?: number
-  /** Depth-first serving: the flows out of it that hold a turn, and those waiting for one. */
-  readonly turns = new Set<Half>()
-  readonly waiting = new Set<Half>()
+  /** Depth-first serving: which of its flows may send (upload-turns.ts), when it must next decide, its uplink's use against its recent peak (with a measured capacity). */
+  gate?: TurnGate<Half>
+  admitAt = -1
+  gauge?: UplinkGauge
   readonly address: PeerAddress
 
   constructor(

@@ -32,7 +32,8 @@ import type { PeerAddress } from '../../src/swarm/peer-dialer.js'
 import { DEPTH_MAX, DEPTH_MIN, DEPTH_SECONDS, ENDGAME_ASKERS, REFILL_MAX } from '../../src/swarm/piece-downloader.js'
 import { CONNECT_TIMEOUT_MS, dialLimit } from '../../src/swarm/peers.js'
 import { type Reveal, SeedStripes } from '../../src/swarm/seed-stripes.js'
-import { grantTurns, MAX_TURN_WAIT_MS, type TurnOrder, turnEnds } from './upload-turns.js'
+import { UplinkGauge } from './uplink-gauge.js'
+import { type TurnOrder, TurnGate } from './upload-turns.js'
 import { BLOCK_SIZE } from '../../src/swarm/wire-messages.js'
 import { mulberry32 } from '../lib/random.js'
 import { EventQueue, TimedHeap } from './events.js'
@@ -86,7 +87,15 @@ export interface SimOptions {
    * whenever the turns leave a tenth of the uplink idle. Absent: every
    * requester at once, sharing the uplink as TCP does.
    */
-  readonly turns?: { readonly slots: number; readonly order: TurnOrder; readonly saturatedOnly?: boolean }
+  readonly turns?: {
+    readonly slots: number
+    readonly order: TurnOrder
+    readonly saturatedOnly?: boolean
+    /** A turn holds its slot until the receiver announces the piece (HAVE), as an engine behind kernel send buffers must; while nobody waits, it runs on into the next piece. */
+    readonly endOnHave?: boolean
+    /** The saturation test against the node's measured peak (uplink-gauge.ts), not its true capacity. */
+    readonly measured?: boolean
+  }
   /** Stop here (seconds) whatever is left. */
   readonly until?: number
   readonly seed?: number
@@ -452,6 +461,12 @@ class Swarm {
 
   private afterPieces(h: Half, gained: readonly number[]): void {
     const r = h.to
+    if (r.gate && r.gate.turns > 0) {
+      // the peer announced pieces: a turn held for one of them frees its slot
+      const out = h.conn.outOf(r)
+      for (const i of gained) r.gate.peerHas(out, i)
+      this.admit(r)
+    }
     const stripes = r.stripes
     if (stripes && !stripes.revealingAll) {
       for (const i of gained) {
@@ -734,64 +749,54 @@ class Swarm {
 
   /** A flow with requests and nothing on the wire: on the wire now, or (depth-first) waiting for a turn. */
   private startServing(h: Half): void {
-    if (!this.opts.turns || h.turnPiece >= 0) return this.nextTransfer(h)
-    this.wait(h)
-    this.admit(h.from)
+    this.nextTransfer(h)
   }
 
-  private wait(h: Half): void {
-    const s = h.from
-    if (s.waiting.has(h)) return
-    h.waitingSince = this.now
-    s.waiting.add(h)
-    this.q.at(this.now + MAX_TURN_WAIT_MS / 1000, () => this.admit(s), s)
-  }
-
-  /** upload-turns.ts grantTurns(): the free turns (and any overdue waiter) go to the waiting flows. */
-  private admit(s: SimNode): void {
-    const t = this.opts.turns
-    if (!t || s.waiting.size === 0 || !s.online) return
-    const waiting = []
-    for (const h of s.waiting) {
-      if (h.qHead >= h.queue.length) {
-        s.waiting.delete(h)
-        continue
-      }
-      const piece = h.queue[h.qHead] >>> this.unitShift
-      waiting.push({ peer: h, waitingSince: h.waitingSince * 1000, sent: piece === h.lastPiece ? h.lastPieceSent : 0, copies: s.picker.availability(piece) })
-    }
-    let free = t.slots - s.turns.size
-    if (t.saturatedOnly && free <= 0) {
+  /** The node's depth-first gate (upload-turns.ts TurnGate), made on first use. */
+  private gateOf(s: SimNode): TurnGate<Half> {
+    if (s.gate) return s.gate
+    const t = this.opts.turns!
+    const measured = t.measured ? new UplinkGauge(this.clockMs) : undefined
+    s.gauge = measured
+    const trueSaturation = () => {
       let used = 0
-      for (const h of s.turns) used += h.rate
-      if (used < 0.9 * s.spec.up) free = 1
+      for (const c of s.conns) used += c.outOf(s).rate
+      return used >= 0.9 * s.spec.up
     }
-    for (const h of grantTurns(waiting, { free, order: t.order, now: this.clockMs() })) {
-      s.waiting.delete(h)
-      s.turns.add(h)
-      h.turnPiece = h.queue[h.qHead] >>> this.unitShift
-      h.turnBytes = 0
-      this.nextTransfer(h)
+    const info = (h: unknown, piece: number) => {
+      const x = h as Half
+      return { sent: piece === x.lastPiece ? x.lastPieceSent : 0, copies: s.picker.availability(piece) }
     }
+    s.gate = new TurnGate<Half>({
+      slots: t.slots,
+      order: t.order,
+      now: this.clockMs,
+      saturated: t.saturatedOnly ? (measured ? () => measured.saturated() : trueSaturation) : undefined,
+      holdUntilHave: t.endOnHave,
+      info,
+      // as the engine: bytes count once the receiver announced their piece (the engine's "sent" is only "in a kernel buffer")
+      delivered: measured && t.endOnHave ? (b) => measured.add(b) : undefined,
+    })
+    return s.gate
   }
 
-  /** The flow's turn is over (upload-turns.ts turnEnds()): off the wire, back to waiting if it has requests left. */
-  private endTurn(h: Half): void {
-    h.turnPiece = -1
-    h.from.turns.delete(h)
-    this.stopFlow(h)
-    if (h.qHead < h.queue.length) this.wait(h)
-    this.admit(h.from)
+  /** TurnGate.admit(): the flows granted a turn go on the wire; the next deadline is scheduled. */
+  private admit(s: SimNode): void {
+    const g = s.gate
+    if (!g || !s.online) return
+    for (const h of g.admit()) if (h.current < 0) this.nextTransfer(h)
+    const at = g.nextDeadline()
+    if (at !== undefined && !(s.admitAt > this.now && s.admitAt <= at / 1000)) {
+      s.admitAt = Math.max(this.now + 1e-6, at / 1000) // never at once: a deadline a rounding error short would come back forever
+      this.q.at(s.admitAt, () => this.admit(s), s)
+    }
   }
 
   /** The flow's requests are void (choke, close): it holds no turn and waits for none. */
   private release(h: Half): void {
-    if (!this.opts.turns) return
-    h.from.waiting.delete(h)
-    if (h.turnPiece >= 0) {
-      h.turnPiece = -1
-      h.from.turns.delete(h)
-    }
+    const g = h.from.gate
+    if (!g) return
+    g.forget(h)
     this.admit(h.from)
   }
 
@@ -803,12 +808,21 @@ class Swarm {
 
   /** Put the next queued unit on the wire, or end the flow when none is left. */
   private nextTransfer(h: Half): void {
-    if (h.turnPiece >= 0 && turnEnds(h.turnPiece, h.turnBytes, h.qHead < h.queue.length ? h.queue[h.qHead] >>> this.unitShift : undefined)) {
-      return this.endTurn(h)
-    }
     if (h.qHead >= h.queue.length) {
       this.stopFlow(h)
+      if (this.opts.turns) {
+        this.gateOf(h.from).idle(h)
+        this.admit(h.from)
+      }
       return
+    }
+    if (this.opts.turns) {
+      const key = h.queue[h.qHead]
+      if (!this.gateOf(h.from).mayServe(h, key >>> this.unitShift, this.unitLength(key))) {
+        this.stopFlow(h)
+        this.admit(h.from)
+        return
+      }
     }
     h.current = h.queue[h.qHead++]
     if (h.qHead > 256 && 2 * h.qHead > h.queue.length) {
@@ -851,10 +865,10 @@ class Swarm {
       h.lastPieceSent = 0
     }
     h.lastPieceSent += len
-    h.turnBytes += len
+    if (!this.opts.turns?.endOnHave) s.gauge?.add(len)
     this.send(s, h.to, () => this.arrived(h, key, len))
     this.nextTransfer(h)
-    if (this.opts.turns?.saturatedOnly && s.waiting.size > 0) this.admit(s)
+    if (this.opts.turns?.saturatedOnly && !this.opts.turns.endOnHave && s.gate && s.gate.waiting > 0) this.admit(s)
   }
 
   private arrived(h: Half, key: number, len: number): void {
