@@ -211,6 +211,15 @@ describe('depth-first serving (upload-turns.ts, --turns)', () => {
     }
   })
 
+  it('turns at the seeder only, held until HAVE: every piece to every node, and the leechers serve at once', () => {
+    const nodes = [seeder(), ...Array.from({ length: 8 }, () => node(C))]
+    const r = simulate(swarm(nodes, { turns: { slots: 1, order: 'age', endOnHave: true, seederOnly: true } }))
+    expect(r.timedOut).toBe(false)
+    for (const x of r.nodes) expect(x.pieces).toBe(r.pieceCount)
+    // the leechers pass pieces on to each other all the same
+    expect(r.nodes.slice(1).reduce((a, x) => a + x.uploaded, 0)).toBeGreaterThan(0)
+  })
+
   it('one turn at a time, one connection each: still every piece to every node', () => {
     const one = simulate(swarm([seeder(), node(C), node(C)], { turns: { slots: 1, order: 'age' }, maxConnections: 1 }))
     expect(one.timedOut).toBe(false)

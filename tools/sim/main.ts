@@ -5,7 +5,7 @@
  *   npm run sim -- [--scenario all|equal,slow,late,dying,seeders,bench] [--nodes 1,2,4,…]
  *                  [--size 116M] [--piece-size 256K] [--unit 32K] [--rate 100mbit] [--seeder-rate RATE] [--goodput 0.96]
  *                  [--slots 0] [--connections 25] [--choking fleet|tit-for-tat] [--rtt 1ms] [--startup 0.3] [--seed-idle 5] [--death silent|reset]
- *                  [--memory 64M] [--turns N] [--turn-order age|completion|rarest] [--turns-saturated-only] [--turns-end-on-have] [--turns-measured]
+ *                  [--memory 64M] [--turns N] [--turn-order age|completion|rarest] [--turns-saturated-only] [--turns-end-on-have] [--turns-measured] [--turns-seeder-only]
  *                  [--epoch S] [--seed N] [--bench-csv FILE]… [--plot docs/swarm-scaling.png | --no-plot] [--markdown]
  *
  * Defaults are bench:swarm's image and links (a 128 MiB ext4 image holds
@@ -195,6 +195,7 @@ function command(): Command {
     .addOption(new Option('--turn-order <order>', 'who gets a free turn: the longest waiting (age), or the one we sent most of its next piece (completion)').choices([...TURN_ORDERS]).default('age'))
     .option('--turns-saturated-only', 'one turn more whenever the turns leave a tenth of the uplink idle')
     .option('--turns-end-on-have', 'a turn holds its slot until the receiver announces the piece (as behind kernel send buffers)')
+    .option('--turns-seeder-only', 'only the seeders serve in turns')
     .option('--turns-measured', 'saturation judged against the measured peak upload (uplink-gauge.ts), not the true capacity')
     .option('--epoch <s>', 'rates are recomputed at most this often (default: half a unit’s time on a link)', numberArg)
     .option('--seed <n>', 'random seed', countArg, 1)
@@ -228,7 +229,7 @@ function baseOf(o: Opts): Base {
     epoch: o.epoch,
     seed: o.seed,
     memory: o.memory,
-    turns: o.turns > 0 ? { slots: o.turns, order: o.turnOrder, saturatedOnly: o.turnsSaturatedOnly === true, endOnHave: o.turnsEndOnHave === true, measured: o.turnsMeasured === true } : undefined,
+    turns: o.turns > 0 ? { slots: o.turns, order: o.turnOrder, saturatedOnly: o.turnsSaturatedOnly === true, endOnHave: o.turnsEndOnHave === true, measured: o.turnsMeasured === true, seederOnly: o.turnsSeederOnly === true } : undefined,
   }
 }
 

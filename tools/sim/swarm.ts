@@ -95,6 +95,8 @@ export interface SimOptions {
     readonly endOnHave?: boolean
     /** The saturation test against the node's measured peak (uplink-gauge.ts), not its true capacity. */
     readonly measured?: boolean
+    /** Only the seeders' uplinks serve in turns. */
+    readonly seederOnly?: boolean
   }
   /** Stop here (seconds) whatever is left. */
   readonly until?: number
@@ -752,6 +754,12 @@ class Swarm {
     this.nextTransfer(h)
   }
 
+  /** Whether the node's uplink serves in turns (all nodes, or only seeders under `seederOnly`). */
+  private gated(s: SimNode): boolean {
+    const t = this.opts.turns
+    return t !== undefined && (!t.seederOnly || s.seeder)
+  }
+
   /** The node's depth-first gate (upload-turns.ts TurnGate), made on first use. */
   private gateOf(s: SimNode): TurnGate<Half> {
     if (s.gate) return s.gate
@@ -810,13 +818,13 @@ class Swarm {
   private nextTransfer(h: Half): void {
     if (h.qHead >= h.queue.length) {
       this.stopFlow(h)
-      if (this.opts.turns) {
+      if (this.gated(h.from)) {
         this.gateOf(h.from).idle(h)
         this.admit(h.from)
       }
       return
     }
-    if (this.opts.turns) {
+    if (this.gated(h.from)) {
       const key = h.queue[h.qHead]
       if (!this.gateOf(h.from).mayServe(h, key >>> this.unitShift, this.unitLength(key))) {
         this.stopFlow(h)
