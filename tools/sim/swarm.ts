@@ -746,12 +746,7 @@ class Swarm {
         if (more) this.reveal(h.conn, h.from, more)
       }
     }
-    if (h.current < 0) this.startServing(h)
-  }
-
-  /** A flow with requests and nothing on the wire: on the wire now, or (depth-first) waiting for a turn. */
-  private startServing(h: Half): void {
-    this.nextTransfer(h)
+    if (h.current < 0) this.nextTransfer(h) // on the wire now, or (depth-first) waiting for a turn
   }
 
   /** Whether the node's uplink serves in turns (all nodes, or only seeders under `seederOnly`). */
@@ -771,10 +766,7 @@ class Swarm {
       for (const c of s.conns) used += c.outOf(s).rate
       return used >= 0.9 * s.spec.up
     }
-    const info = (h: unknown, piece: number) => {
-      const x = h as Half
-      return { sent: piece === x.lastPiece ? x.lastPieceSent : 0, copies: s.picker.availability(piece) }
-    }
+    const info = (h: Half, piece: number) => ({ sent: piece === h.lastPiece ? h.lastPieceSent : 0, copies: s.picker.availability(piece) })
     s.gate = new TurnGate<Half>({
       slots: t.slots,
       order: t.order,

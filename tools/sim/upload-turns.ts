@@ -79,9 +79,9 @@ export function turnEnds(piece: number, bytes: number, next: number | undefined,
 }
 
 /** What the gate needs to know of a waiting peer beyond its wait: for the 'completion' and 'rarest' orders. */
-export type TurnInfo = (peer: unknown, piece: number) => { readonly sent: number; readonly copies?: number }
+export type TurnInfo<P> = (peer: P, piece: number) => { readonly sent: number; readonly copies?: number }
 
-export interface TurnGateOptions {
+export interface TurnGateOptions<P> {
   /** Turns at a time (a draining turn counts). */
   readonly slots: number
   readonly order?: TurnOrder
@@ -97,7 +97,7 @@ export interface TurnGateOptions {
    */
   readonly holdUntilHave?: boolean
   readonly maxWaitMs?: number
-  readonly info?: TurnInfo
+  readonly info?: TurnInfo<P>
   /** A draining turn's piece was announced: its bytes are known delivered (what uplink-gauge.ts should count: "sent" bytes only went into a buffer). */
   readonly delivered?: (bytes: number) => void
 }
@@ -124,7 +124,7 @@ export class TurnGate<P> {
   private held = 0
   private readonly maxWait: number
 
-  constructor(private readonly o: TurnGateOptions) {
+  constructor(private readonly o: TurnGateOptions<P>) {
     this.maxWait = o.maxWaitMs ?? MAX_TURN_WAIT_MS
   }
 
