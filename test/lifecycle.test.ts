@@ -6,8 +6,9 @@
  * policy given by CLI flags and by gRPC SetDonePolicy to a daemon with
  * --exit-when-done, and kexec up to (not including) the real thing: the
  * deployed kernel and initrd read out with debugfs, the kexec arguments, a
- * stand-in kexec on PATH. Reboot and kexec are never run; their refusal
- * without --allow-dangerous is.
+ * stand-in kexec on PATH; reboot and kexec (stand-ins too) after the reader
+ * of the deploy's stdout has gone. The real reboot and kexec are never run;
+ * their refusal without --allow-dangerous is.
  */
 import { existsSync } from 'node:fs'
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
@@ -217,6 +218,42 @@ describe('kexec files', () => {
     // the copies were removed
     const tempDirOfCopies = calls[0].split(' ')[1].replace(/\/kernel$/, '')
     await expect(readdir(tempDirOfCopies)).rejects.toThrow(/ENOENT/)
+  })
+
+  it('deploy --then reboot|kexec still does it when the reader of its report has gone (a closed pipe must not end the deploy with 0 and nothing done)', async () => {
+    const fake = await mkdtemp(join(tmpdir(), 'bsw-fake-then-'))
+    onCleanup(() => rm(fake, { recursive: true, force: true }))
+    const calls = join(fake, 'calls')
+    // stand-ins that record their calls; a real `kexec -e` never returns, this one does
+    for (const tool of ['reboot', 'kexec']) {
+      await writeFile(join(fake, tool), ['#!/bin/sh', `printf '${tool} %s\\n' "$*" >> ${calls}`, ''].join('\n'), { mode: 0o755 })
+    }
+    const env = { ...process.env, PATH: `${fake}:${process.env.PATH}` }
+    for (const tool of ['reboot', 'kexec']) expect((await run('/bin/sh', ['-c', `command -v ${tool}`], { env })).stdout.trim()).toBe(join(fake, tool))
+
+    const seeder = await startSession()
+    await seeder.add(torrent, { target: image, seedingMode: true })
+    const cases = [
+      { then: 'reboot', flags: ['--json'], code: 0, calls: [/^reboot$/] },
+      { then: 'kexec', flags: [], code: 3, calls: [/^kexec -l \S+\/kernel --initrd=\S+\/initrd --append=root=UUID=\S+ ro$/, /^kexec -e$/] },
+    ]
+    for (const c of cases) {
+      await rm(calls, { force: true })
+      const target = join(fake, `target-${c.then}.img`)
+      const child = startProcess(
+        process.execPath,
+        [CLI, 'deploy', torrentFile, target, '--create-image', '--port', '0', '--peer', `127.0.0.1:${seeder.port}`, '--seed-idle', '0', '--then', c.then, '--allow-dangerous', ...c.flags],
+        { env },
+      )
+      const err = captureOutput(child)
+      // the orchestrator's pipe closes before the report: writing it fails with EPIPE
+      child.stdout!.destroy()
+      expect(await waitExit(child, 60_000), err.text()).toBe(c.code)
+      const made = existsSync(calls) ? (await readFile(calls, 'utf8')).trim().split('\n') : []
+      expect(made, `${c.then}: ${err.text()}`).toHaveLength(c.calls.length)
+      c.calls.forEach((re, i) => expect(made[i]).toMatch(re))
+      expect((await extentBytes(target)).equals(await extentBytes(image))).toBe(true)
+    }
   })
 })
 

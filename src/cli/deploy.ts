@@ -19,7 +19,7 @@ import { extentsEnd } from '../torrent/extents.js'
 import { formatBytes } from '../util/size.js'
 import { loadTorrentFile } from './torrent-file.js'
 import { addSwarmOptions, addThenOptions, addWebSeedOptions, makeLogger, optionalNumber, sessionOptions, type SwarmFlags, thenActionOf, type WebSeedFlags } from './options.js'
-import { onStopSignal, signalExitCode } from './shutdown.js'
+import { onStopSignal, outliveClosedStdout, signalExitCode } from './shutdown.js'
 import { formatDuration, formatRate } from './torrent-view.js'
 
 interface DeployFlags extends SwarmFlags, ThenChoice, WebSeedFlags {
@@ -277,16 +277,22 @@ export function registerDeploy(program: Command): void {
       const action = describeThenAction(then)
       const shown = runsNow || (runsAfter && ok) ? thenReport(action, thenResult) : runsAfter ? { action, ok: false, message: 'not run: the deploy failed' } : null
       const r = summary(final, ok, (Date.now() - started) / 1000, shown)
+      // reboot or kexec happen whether or not anyone reads the report
+      const outlive = runsAfter && ok ? outliveClosedStdout() : undefined
       if (flags.json) process.stdout.write(JSON.stringify(interrupted ? { ...r, error: interrupted } : r, null, 2) + '\n')
       else printHuman(r, interrupted)
       if (!ok) process.exitCode = stopSignal ? signalExitCode(stopSignal) : 1
       else if (thenResult && !thenResult.ok) process.exitCode = EXIT_THEN_FAILED
       else process.exitCode = 0
       if (!runsAfter || !ok) return
-      const after = await runThenAction(then, [outcome], log)
-      if (!after.ok) {
-        process.stderr.write(`blockswarm: --then ${then.kind} failed: ${after.message}\n`)
-        process.exitCode = EXIT_THEN_FAILED
+      try {
+        const after = await runThenAction(then, [outcome], log)
+        if (!after.ok) {
+          process.stderr.write(`blockswarm: --then ${then.kind} failed: ${after.message}\n`)
+          process.exitCode = EXIT_THEN_FAILED
+        }
+      } finally {
+        outlive?.()
       }
     })
 }

@@ -12,6 +12,7 @@
 import { basename } from 'node:path'
 import { Command, CommanderError } from 'commander'
 import { VERSION } from '../version.js'
+import { endQuietlyOnClosedStdout } from './shutdown.js'
 
 type Register = (program: Command) => void
 
@@ -49,13 +50,7 @@ async function main(argv: string[]): Promise<void> {
   await program.parseAsync(argv)
 }
 
-// A closed stdout (`blockswarm inspect X | head -1`) ends the command quietly: nobody is left to read the rest.
-// Its exit code stays what the command decided: a deploy that failed or was stopped, whose reader went away
-// before its report (an orchestrator's pipe, a timeout that closed it), must not exit 0.
-process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
-  throw err
-})
+endQuietlyOnClosedStdout()
 
 main(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode)
