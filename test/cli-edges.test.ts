@@ -68,6 +68,27 @@ describe('the command line at its edges', () => {
     }
   })
 
+  it('the bundled command line imports only Node builtins and the package dependencies (where it is installed, nothing else is)', async () => {
+    const { readdir, readFile } = await import('node:fs/promises')
+    const { builtinModules } = await import('node:module')
+    const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; files: string[] }
+    expect(pkg.files).toContain('dist/bundle/')
+    const dir = join(ROOT, 'dist/bundle')
+    const files = (await readdir(dir)).filter((f) => f.endsWith('.js'))
+    expect(files).toContain('main.js')
+    const bare = new Set<string>()
+    for (const f of files) {
+      const code = await readFile(join(dir, f), 'utf8')
+      // import … from "x", export … from "x", import "x" (each on a line of its own in rolldown's output), import("x")
+      const specifiers = [...code.matchAll(/^(?:import|export)\b[^\n]*?["']([^"'\n]+)["'];?$/gm), ...code.matchAll(/\bimport\(\s*["']([^"'\n]+)["']\s*\)/g)]
+      for (const m of specifiers) if (!m[1].startsWith('.')) bare.add(m[1])
+    }
+    expect([...bare]).toContain('commander')
+    const packageOf = (id: string) => id.split('/').slice(0, id.startsWith('@') ? 2 : 1).join('/')
+    const foreign = [...bare].filter((id) => !id.startsWith('node:') && !builtinModules.includes(id) && !(packageOf(id) in pkg.dependencies))
+    expect(foreign).toEqual([])
+  })
+
   it('a checkout that was never built says to build it (npm ci and npm install do, through prepare)', async () => {
     const dir = await tempDir('bsw-nobuild-')
     await mkdir(join(dir, 'bin'))

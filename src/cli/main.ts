@@ -50,10 +50,16 @@ async function main(argv: string[]): Promise<void> {
   await program.parseAsync(argv)
 }
 
-endQuietlyOnClosedStdout()
-
-main(process.argv).catch((err: unknown) => {
-  if (err instanceof CommanderError) process.exit(err.exitCode)
-  process.stderr.write(`${invokedAs === 'ezio' ? 'ezio' : 'blockswarm'}: ${(err as Error).message}\n`)
-  process.exit(1)
-})
+/**
+ * Run the program on `argv` (process.argv), as bin/blockswarm.js does. Importing
+ * this module runs nothing: the bundle's chunks import it, and a worker thread
+ * that loads one of them (create's hashers) must not start the program again.
+ */
+export function runCli(argv: string[]): void {
+  endQuietlyOnClosedStdout()
+  main(argv).catch((err: unknown) => {
+    if (err instanceof CommanderError) process.exit(err.exitCode)
+    process.stderr.write(`${invokedAs === 'ezio' ? 'ezio' : 'blockswarm'}: ${(err as Error).message}\n`)
+    process.exit(1)
+  })
+}
