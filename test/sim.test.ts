@@ -16,6 +16,7 @@ import { summarize } from '../tools/sim/summary.js'
 import { type NodeSpec, type SimOptions, simulate } from '../tools/sim/swarm.js'
 import { grantTurns, MAX_TURN_WAIT_MS, TURN_MAX_BYTES, TURN_ORDERS, TurnGate, turnEnds } from '../tools/sim/upload-turns.js'
 import { PEAK_HALF_LIFE_MS, UplinkGauge, WINDOW_MS } from '../tools/sim/uplink-gauge.js'
+import { MOVE_BACKLOG_SECONDS, requestToMove } from '../tools/sim/request-move.js'
 import { BLOCK_SIZE } from '../src/swarm/wire-messages.js'
 
 const MiB = 2 ** 20
@@ -364,6 +365,36 @@ describe('scenarios', () => {
       expect(s.last, name).toBeGreaterThanOrEqual(b.tStar)
       if (name === 'dying') expect(s.dead).toBe(1)
       if (name === 'seeders') expect(r.nodes.filter((x) => x.seeder)).toHaveLength(2)
+    }
+  })
+})
+
+describe('moving a request to an idle peer (request-move.ts, --move-requests)', () => {
+  const src = (requests: number, backlogSeconds: number, key?: string) => ({ requests, backlogSeconds, lastMovable: () => key })
+
+  it('takes the movable request of the peer with the longest backlog over the threshold; never from the idle peer, one with a single request, or one with nothing movable', () => {
+    const peers = new Map([
+      ['idle', src(9, 9, 'i')],
+      ['single', src(1, 5, 's')],
+      ['short', src(4, MOVE_BACKLOG_SECONDS, 'x')],
+      ['long', src(6, 0.8, 'l')],
+      ['longer', src(3, 0.9, undefined)],
+      ['medium', src(5, 0.4, 'm')],
+    ])
+    expect(requestToMove(peers.keys(), 'idle', (p) => peers.get(p))).toEqual({ from: 'long', key: 'l' })
+    expect(requestToMove(peers.keys(), 'idle', (p) => peers.get(p), 0.85)).toBeUndefined()
+    expect(requestToMove(['idle', 'short', 'single'], 'idle', (p) => peers.get(p))).toBeUndefined()
+  })
+
+  it('every node ends with every piece with requests moved, a dying node and slow nodes included, and fewer bytes wasted than sent', () => {
+    const nodes = [seeder(), ...Array.from({ length: 10 }, (_, i) => node(i % 4 === 0 ? C / 4 : C, i === 5 ? { dieAt: 1.5 } : { joinAt: (i * 3) % 5 }))]
+    for (const moveBacklog of [0, MOVE_BACKLOG_SECONDS, 1]) {
+      const r = simulate(swarm(nodes, { moveBacklog }))
+      expect(r.timedOut, String(moveBacklog)).toBe(false)
+      const s = summarize(r)
+      expect(s.finished, String(moveBacklog)).toBe(9)
+      expect(s.last).toBeGreaterThanOrEqual(lowerBound(4 * MiB, nodes.filter((_, i) => i !== 6)))
+      expect(r.wasted).toBeLessThan(0.1 * r.nodes.reduce((a, x) => a + x.downloaded, 0))
     }
   })
 })

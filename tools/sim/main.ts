@@ -5,7 +5,7 @@
  *   npm run sim -- [--scenario all|equal,slow,late,dying,seeders,bench] [--nodes 1,2,4,…]
  *                  [--size 116M] [--piece-size 256K] [--unit 32K] [--rate 100mbit] [--seeder-rate RATE] [--goodput 0.96]
  *                  [--slots 0] [--connections 25] [--choking fleet|tit-for-tat] [--rtt 1ms] [--startup 0.3] [--seed-idle 5] [--death silent|reset]
- *                  [--memory 64M] [--turns N] [--turn-order age|completion|rarest] [--turns-saturated-only] [--turns-end-on-have] [--turns-measured] [--turns-seeder-only]
+ *                  [--memory 64M] [--turns N] [--turn-order age|completion|rarest] [--turns-saturated-only] [--turns-end-on-have] [--turns-measured] [--turns-seeder-only] [--move-requests [S]]
  *                  [--epoch S] [--seed N] [--bench-csv FILE]… [--plot docs/swarm-scaling.png | --no-plot] [--markdown]
  *
  * Defaults are bench:swarm's image and links (a 128 MiB ext4 image holds
@@ -31,6 +31,7 @@ import { Command, InvalidArgumentError, Option } from 'commander'
 import { DEFAULT_CHOKING, DEFAULT_MAX_CONNECTIONS, effectiveMaxUploads } from '../../src/session/session.js'
 import { CHOKING_POLICIES, type ChokingPolicy } from '../../src/swarm/choker.js'
 import { TURN_ORDERS } from './upload-turns.js'
+import { MOVE_BACKLOG_SECONDS } from './request-move.js'
 import { BLOCK_SIZE } from '../../src/swarm/wire-messages.js'
 import { type Point, writeChartPng } from './plot.js'
 import { type Base, scenario, SCENARIOS } from './scenarios.js'
@@ -197,6 +198,11 @@ function command(): Command {
     .option('--turns-end-on-have', 'a turn holds its slot until the receiver announces the piece (as behind kernel send buffers)')
     .option('--turns-seeder-only', 'only the seeders serve in turns')
     .option('--turns-measured', 'saturation judged against the measured peak upload (uplink-gauge.ts), not the true capacity')
+    .addOption(
+      new Option('--move-requests [s]', 'a receiver with nothing new to ask of a peer moves to it the request the most backed-up peer would serve last, if that backlog is over s seconds (request-move.ts); not in the engine')
+        .preset(MOVE_BACKLOG_SECONDS)
+        .argParser(numberArg),
+    )
     .option('--epoch <s>', 'rates are recomputed at most this often (default: half a unit’s time on a link)', numberArg)
     .option('--seed <n>', 'random seed', countArg, 1)
     .option(
@@ -229,6 +235,7 @@ function baseOf(o: Opts): Base {
     epoch: o.epoch,
     seed: o.seed,
     memory: o.memory,
+    moveBacklog: o.moveRequests as number | undefined,
     turns: o.turns > 0 ? { slots: o.turns, order: o.turnOrder, saturatedOnly: o.turnsSaturatedOnly === true, endOnHave: o.turnsEndOnHave === true, measured: o.turnsMeasured === true, seederOnly: o.turnsSeederOnly === true } : undefined,
   }
 }
@@ -239,7 +246,7 @@ function describe(base: Base, o: Opts): string {
   return (
     `S = ${f1(base.size / MiB)} MiB in ${Math.ceil(base.size / base.pieceSize)} pieces of ${base.pieceSize / 1024} KiB; ` +
     `links ${o.rate / 1e6} Mbit (goodput C = ${f1(base.rate / 1e6)} MB/s${o.seederRate ? `, seeder ${f1(base.seederRate / 1e6)} MB/s` : ''}); ` +
-    `${base.connections} connections per node, ${base.choking === 'fleet' && base.slots >= base.connections ? 'every interested peer unchoked' : `${base.slots} upload slots`}, choking ${base.choking}; ${base.turns ? `depth-first serving: ${base.turns.slots} at a time by ${base.turns.order}${base.turns.saturatedOnly ? ', more while the uplink is not saturated' : ''}` : 'every requester served at once'}; RTT ${base.rtt * 1000} ms; startup ~${base.startup} s; seed-idle ${base.seedIdle} s`
+    `${base.connections} connections per node, ${base.choking === 'fleet' && base.slots >= base.connections ? 'every interested peer unchoked' : `${base.slots} upload slots`}, choking ${base.choking}; ${base.turns ? `depth-first serving: ${base.turns.slots} at a time by ${base.turns.order}${base.turns.saturatedOnly ? ', more while the uplink is not saturated' : ''}` : 'every requester served at once'}${base.moveBacklog !== undefined ? `; requests moved to idle peers from backlogs over ${base.moveBacklog} s` : ''}; RTT ${base.rtt * 1000} ms; startup ~${base.startup} s; seed-idle ${base.seedIdle} s`
   )
 }
 

@@ -34,6 +34,8 @@ export interface Base {
   readonly turns?: SimOptions['turns']
   /** Piece buffers per node (--memory); absent: the engine's default. */
   readonly memory?: number
+  /** Requests moved to idle peers (SimOptions.moveBacklog); absent: never. */
+  readonly moveBacklog?: number
 }
 
 export interface Built {
@@ -81,6 +83,7 @@ function swarm(base: Base, n: number, seeders: number, shape?: (i: number, node:
     epoch: base.epoch,
     turns: base.turns,
     memory: base.memory,
+    moveBacklog: base.moveBacklog,
     seed: base.seed + n,
     until: 3600 + 60 * lowerBound(base.size, late),
   }

@@ -34,6 +34,7 @@ import { CONNECT_TIMEOUT_MS, dialLimit } from '../../src/swarm/peers.js'
 import { type Reveal, SeedStripes } from '../../src/swarm/seed-stripes.js'
 import { UplinkGauge } from './uplink-gauge.js'
 import { type TurnOrder, TurnGate } from './upload-turns.js'
+import { requestToMove } from './request-move.js'
 import { BLOCK_SIZE } from '../../src/swarm/wire-messages.js'
 import { mulberry32 } from '../lib/random.js'
 import { EventQueue, TimedHeap } from './events.js'
@@ -98,6 +99,8 @@ export interface SimOptions {
     /** Only the seeders' uplinks serve in turns. */
     readonly seederOnly?: boolean
   }
+  /** A receiver with nothing new to ask of a peer moves to it the request that the peer with the longest backlog (over this many seconds at its rate) would serve last (request-move.ts); absent: never. */
+  readonly moveBacklog?: number
   /** Stop here (seconds) whatever is left. */
   readonly until?: number
   readonly seed?: number
@@ -667,7 +670,7 @@ class Swarm {
     }
     if (r.picker.missing > 0) {
       const index = r.picker.pick(h.has)
-      if (index === undefined) return -1
+      if (index === undefined) return this.opts.moveBacklog !== undefined && !fromSeed ? this.moveUnit(r, h, this.opts.moveBacklog) : -1
       if (r.active.size >= this.maxActive) {
         r.memoryStarved = true
         return -1
@@ -685,6 +688,32 @@ class Swarm {
       if (u >= 0) return this.take(r, ap, u, h)
     }
     return -1
+  }
+
+  /** `h` has nothing new for `r`: it takes over the unit that the most backed-up sender would send last (request-move.ts), cancelled there. */
+  private moveUnit(r: SimNode, h: Half, minSeconds: number): number {
+    const m = requestToMove<Half, number>(
+      r.conns.map((c) => c.into(r)),
+      h,
+      (o) => ({
+        requests: o.outstanding.size,
+        backlogSeconds: (o.outstanding.size * this.unitBytes) / Math.max(o.meter.rate(), 1),
+        lastMovable: () => {
+          let key: number | undefined
+          for (const k of o.outstanding) if (o.current !== k && h.known.has(k >>> this.unitShift)) key = k
+          return key
+        },
+      }),
+      minSeconds,
+    )
+    const ap = m && r.active.get(m.key >>> this.unitShift)
+    if (!m || !ap) return -1
+    const from = m.from
+    const key = m.key
+    from.outstanding.delete(key)
+    ap.dropRequest(key & ((1 << this.unitShift) - 1), from)
+    this.send(r, from.from, () => this.cancelled(from, key))
+    return this.take(r, ap, key & ((1 << this.unitShift) - 1), h)
   }
 
   private take(r: SimNode, ap: Active, u: number, h: Half): number {
