@@ -46,7 +46,10 @@
  * Columns: unicast last s (the curl clients' last finish), swarm first /
  * median / last s (blockswarm deploys' finishes, from their start), T* s and
  * last/T*, unicast/T*, from peers (share of the bytes the nodes uploaded to
- * each other), startup s (median: process start to download start), CPU-s
+ * each other), twice (payload the nodes received beyond N·S: blocks that
+ * came twice, endgame duplicates and answers to cancelled requests), startup
+ * s (median: process start to download start), slowest start s (the node
+ * that took longest: N processes start at once and share 2 cores), CPU-s
  * (every process of the blockswarm run, seeder and tracker included: the
  * children's CPU the bench reaped), wall-s, verified (targets whose every
  * piece hashes right). With the reference: lt last s (the last libtorrent
@@ -295,8 +298,12 @@ interface SwarmRun {
   finishes: number[]
   /** Bytes the deploy nodes uploaded to each other (the rest came from the seeder). */
   peerBytes: number
+  /** Payload bytes the deploy nodes received, in all (N·S when no block came twice). */
+  receivedBytes: number
   /** Seconds from process start to the first downloaded byte's torrent start (startup + resume check), median. */
   startup: number
+  /** The same for the node that started last. */
+  slowestStartup: number
   verified: boolean
   cpu: number
   /** Of cpu, system time (the kernel's share: sockets, tc, the veths, the target's page cache). */
@@ -368,8 +375,9 @@ async function runSwarm(topo: Topology, n: number, image: string, imageSize: num
     const finishes: number[] = []
     const startups: number[] = []
     let peerBytes = 0
+    let receivedBytes = 0
     for (const [i, r] of results.entries()) {
-      let j: { ok?: boolean; finishedAt?: number; downloadSeconds?: number; uploaded?: number; error?: string }
+      let j: { ok?: boolean; finishedAt?: number; downloadSeconds?: number; uploaded?: number; downloaded?: number; error?: string }
       try {
         j = JSON.parse(r.out)
       } catch {
@@ -379,6 +387,7 @@ async function runSwarm(topo: Topology, n: number, image: string, imageSize: num
       finishes.push((j.finishedAt - t0) / 1000)
       startups.push((j.finishedAt - t0) / 1000 - (j.downloadSeconds ?? 0))
       peerBytes += j.uploaded ?? 0
+      receivedBytes += j.downloaded ?? 0
     }
     const wall = (Date.now() - t0) / 1000
     seeder.kill('SIGTERM')
@@ -386,7 +395,7 @@ async function runSwarm(topo: Topology, n: number, image: string, imageSize: num
     let verified = true
     for (const t of targets) verified = (await verify(torrentFile, t)) && verified
     startups.sort((a, b) => a - b)
-    return { n, finishes: finishes.sort((a, b) => a - b), peerBytes, startup: startups[Math.floor((n - 1) / 2)], verified, ...childCpuSince(cpu0), wall }
+    return { n, finishes: finishes.sort((a, b) => a - b), peerBytes, receivedBytes, startup: startups[Math.floor((n - 1) / 2)], slowestStartup: startups[n - 1], verified, ...childCpuSince(cpu0), wall }
   } finally {
     seeder.kill('SIGKILL')
     for (const t of targets) rmSync(t, { force: true })
@@ -585,7 +594,7 @@ async function main(): Promise<void> {
     (ltVersion ? `; reference: libtorrent ${ltVersion} (EZIO's settings, TCP only) with opentracker` : '; no reference (--no-reference)')
   process.stdout.write(`both engines: ${limitsText}\n\n`)
 
-  const header = ['N', 'unicast last s', 'swarm first s', 'median s', 'last s', 'T* s', 'last/T*', 'unicast/T*', 'from peers', 'startup s', 'CPU-s', 'wall-s', 'verified']
+  const header = ['N', 'unicast last s', 'swarm first s', 'median s', 'last s', 'T* s', 'last/T*', 'unicast/T*', 'from peers', 'twice', 'startup s', 'slowest start s', 'CPU-s', 'wall-s', 'verified']
   if (opts.reference) header.push('lt last s', 'bs/lt last', 'lt CPU-s', 'bs/lt CPU', 'lt verified')
   const rows: string[][] = []
   let lastLine = ''
@@ -595,7 +604,7 @@ async function main(): Promise<void> {
     const tStar = Math.max(S / Cseed, S / C, (n * S) / (Cseed + n * C))
     const last = sw.finishes[sw.finishes.length - 1]
     const median = sw.finishes[Math.floor((sw.finishes.length - 1) / 2)]
-    rows.push([String(n), uni ? fmt(uni.last) : 'not run', fmt(sw.finishes[0]), fmt(median), fmt(last), fmt(tStar), (last / tStar).toFixed(2), uni ? (uni.last / tStar).toFixed(2) : '-', `${Math.round((100 * sw.peerBytes) / (n * S))}%`, fmt(sw.startup), fmt(sw.cpu), fmt(sw.wall), sw.verified ? `${n}/${n}` : 'NO'])
+    rows.push([String(n), uni ? fmt(uni.last) : 'not run', fmt(sw.finishes[0]), fmt(median), fmt(last), fmt(tStar), (last / tStar).toFixed(2), uni ? (uni.last / tStar).toFixed(2) : '-', `${Math.round((100 * sw.peerBytes) / (n * S))}%`, `${((100 * (sw.receivedBytes - n * S)) / (n * S)).toFixed(1)}%`, fmt(sw.startup), fmt(sw.slowestStartup), fmt(sw.cpu), fmt(sw.wall), sw.verified ? `${n}/${n}` : 'NO'])
     process.stdout.write(`N=${n}: swarm last ${fmt(last)} s (T* ${fmt(tStar)} s), unicast last ${uni ? `${fmt(uni.last)} s` : 'not run'}, CPU ${fmt(sw.cpu)} s (${fmt(sw.sys)} s system) over ${fmt(sw.wall)} s wall\n`)
     if (!sw.verified) process.exitCode = 1
     if (opts.reference) {
