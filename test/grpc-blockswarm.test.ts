@@ -78,6 +78,30 @@ describe('blockswarm.v1.Blockswarm', () => {
     })
   })
 
+  it('skip_check: a target that already holds the image is downloaded whole, not found by the resume check', async () => {
+    const dir = await tempDir()
+    const image = await makeImage(dir, 'sda1', 4 * MiB)
+    const seeder = await startSeeder(image, 2 * MiB)
+    const torrent = await readFile(image.torrentFile)
+    const hash = image.torrent.infoHash
+    const total = image.torrent.totalLength
+    const finish = async (skipCheck: boolean) => {
+      const daemon = await startInProcessDaemon()
+      const c = client(daemon.address)
+      const target = join(dir, `holds-${skipCheck}.img`)
+      await writeFile(target, image.bytes)
+      await c.blockswarm.AddTorrent({ torrent, target, peers: [seeder.peer], skipCheck })
+      await expect.poll(async () => (await c.blockswarm.GetTorrent({ infoHash: hash })).complete, { timeout: 30_000 }).toBe(true)
+      const t = await c.blockswarm.GetTorrent({ infoHash: hash })
+      expect(extentDigest(image.torrent, await readFile(target))).toBe(extentDigest(image.torrent, image.bytes))
+      return { reused: t.totalReused, downloaded: t.totalDownloaded }
+    }
+    expect(await finish(false)).toEqual({ reused: total, downloaded: 0 })
+    const skipped = await finish(true)
+    expect(skipped.reused).toBe(0)
+    expect(skipped.downloaded).toBeGreaterThanOrEqual(total)
+  })
+
   it('applies a done policy set over the wire, and reports the daemon', async () => {
     const dir = await tempDir()
     const image = await makeImage(dir, 'sda1', MiB)

@@ -113,6 +113,7 @@ export function registerControlCommands(program: Command): void {
     .option('--max-uploads <n>', 'unchoke slots for this torrent (default: the daemon\'s)', positiveInt)
     .option('--max-connections <n>', 'peer connections for this torrent (default: the daemon\'s)', positiveInt)
     .option('--sequential', 'download pieces in order')
+    .option('--skip-check', 'TARGET holds nothing of the image (a fresh disk): do not check it, download everything')
     .option('--force', 'write to TARGET even if it looks in use (mounted, holds a filesystem); never to one another blockswarm torrent holds')
     .option('--peer <host:port>', 'connect to this peer as well as the trackers (repeatable)', collect, [])
     .option('--seed-ratio <r>', 'done (and paused) after uploading R times the torrent\'s size', nonNegative)
@@ -134,6 +135,7 @@ export function registerControlCommands(program: Command): void {
           o.seedRatio !== undefined || o.seedIdle !== undefined ? { seedRatio: o.seedRatio ?? 0, seedIdleSeconds: o.seedIdle ?? 0 } : null,
         webSeeds: o.webSeed,
         webSeedImages: o.webSeedImage,
+        skipCheck: Boolean(o.skipCheck),
       }),
     )
     if (o.json) process.stdout.write(JSON.stringify(torrentJson(t), null, 2) + '\n')

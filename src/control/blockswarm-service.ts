@@ -79,6 +79,7 @@ export function blockswarmImplementation(ctx: ControlContext): ServiceImplementa
         seedIdle: policy?.seedIdleSeconds || undefined,
         webSeeds,
         webSeedImages,
+        skipCheck: req.skipCheck,
       })
       return toTorrentInfo(status)
     },

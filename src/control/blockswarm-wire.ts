@@ -89,6 +89,8 @@ export interface AddTorrentRequest {
   donePolicy: DonePolicy | null
   webSeeds: string[]
   webSeedImages: string[]
+  /** No resume check: every piece is downloaded (deploy --skip-check). */
+  skipCheck: boolean
 }
 
 export interface HashesRequest {

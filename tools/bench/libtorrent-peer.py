@@ -45,6 +45,8 @@ def parse_args():
     ap.add_argument('--ezio', action='store_true')
     ap.add_argument('--wait-announce', action='store_true')
     ap.add_argument('--keep-seeding', action='store_true')
+    # started before the clock (bench:swarm --daemons): print {"armed": true}, add the torrent once a line comes on stdin
+    ap.add_argument('--go-on-stdin', action='store_true')
     ap.add_argument('mode', choices=['seed', 'leech'])
     ap.add_argument('torrent')
     ap.add_argument('save')
@@ -131,6 +133,9 @@ def main():
         p.flags |= lt.torrent_flags.seed_mode
         if args.ezio:
             p.verified_pieces = [True] * p.ti.num_pieces()
+    if args.go_on_stdin:
+        print(json.dumps({'armed': True}), flush=True)
+        sys.stdin.readline()
     started = time.monotonic()
     h = ses.add_torrent(p)
     for peer in args.peers:

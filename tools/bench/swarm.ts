@@ -4,7 +4,7 @@
  *
  *   npm run bench:swarm -- [--nodes 1,2,4,8,16,32] [--rate 100mbit] [--seeder-rate RATE]
  *                          [--size 128M] [--piece-size 256K] [--unicast-max N] [--timeout 900]
- *                          [--max-connections 25] [--max-uploads N] [--no-reference] [--cpu-prof DIR]
+ *                          [--max-connections 25] [--max-uploads N] [--no-reference] [--cpu-prof DIR] [--daemons]
  *
  * --cpu-prof DIR: every deploy and the seeder run under node --cpu-prof (the
  * seeder's profile named seed-N<N>.cpuprofile), each profile written into DIR
@@ -35,6 +35,14 @@
  * seeding until all have finished (late nodes still fetch from early ones, as
  * blockswarm's do during --seed-idle), then all stop. Every libtorrent target
  * is checked piece by piece against the torrent, as blockswarm's are.
+ *
+ * --daemons: each node runs `blockswarm daemon`, started and answering on a
+ * control socket before the clock starts; at t0 the bench adds the torrent to
+ * every daemon over blockswarm.v1 (runDaemons), and the libtorrent leechers,
+ * started as well, add it when told on stdin. That is a fleet's order (the
+ * daemon is up from boot) and the issue's harness; without it, N deploy
+ * processes start at t0 and on 2 cores their start-up (~0.3 CPU-s each) is a
+ * few seconds of every finish at N = 32.
  *
  * --max-connections N and --max-uploads N go to both engines: blockswarm's
  * seed and deploy get the flags of the same name; libtorrent gets them as the
@@ -73,6 +81,8 @@ import { mapPieceRange, pieceSize, type Slice } from '../../src/torrent/piece-ma
 import { parseSize } from '../../src/util/size.js'
 import { makeExt4Image } from './ext4-image.js'
 import { Topology } from './netns.js'
+import { connectControl } from '../../src/control/client.js'
+import type { TorrentInfo } from '../../src/control/blockswarm-wire.js'
 
 const ROOT = resolve(import.meta.dirname, '../../..')
 const CLI = join(ROOT, 'bin/blockswarm.js')
@@ -100,6 +110,8 @@ interface Options {
   reference: boolean
   /** Profile every deploy (node --cpu-prof) into this directory. */
   cpuProf?: string
+  /** Nodes run `blockswarm daemon`, started before the clock; the torrent is added over gRPC at t0. */
+  daemons: boolean
 }
 
 function countOption(name: string, v: string | undefined): number {
@@ -118,6 +130,7 @@ function parseArgs(argv: string[]): Options {
     unicastMax: 1000,
     maxConnections: 25,
     reference: true,
+    daemons: false,
   }
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1]
@@ -164,6 +177,9 @@ function parseArgs(argv: string[]): Options {
         break
       case '--no-reference':
         opts.reference = false
+        break
+      case '--daemons':
+        opts.daemons = true
         break
       case '--cpu-prof':
         opts.cpuProf = resolve(v)
@@ -340,7 +356,121 @@ function limitFlags(opts: Options): string[] {
   return ['--max-connections', String(opts.maxConnections), ...(opts.maxUploads === undefined ? [] : ['--max-uploads', String(opts.maxUploads)])]
 }
 
-async function runSwarm(topo: Topology, n: number, image: string, imageSize: number, torrentFile: string, work: string, timeoutMs: number, limits: string[], cpuProf?: string): Promise<SwarmRun> {
+/** What the N nodes of one blockswarm run reported: finishes and start-ups in seconds from t0 (ms since the epoch). */
+interface NodeResults {
+  t0: number
+  finishes: number[]
+  startups: number[]
+  peerBytes: number
+  receivedBytes: number
+}
+
+/** N `blockswarm deploy` processes started at t0 (each process's start-up is inside the timed window). */
+async function runDeploys(topo: Topology, n: number, torrentFile: string, targets: string[], timeoutMs: number, limits: string[], cpuProf?: string): Promise<NodeResults> {
+  const t0 = Date.now()
+  const nodes = targets.map((target, i) =>
+    collect(
+      topo.spawn(i + 1, process.execPath, [
+        ...(cpuProf ? ['--cpu-prof', '--cpu-prof-dir', cpuProf] : []),
+        // Fresh targets: without --skip-check the resume check would find the image's all-zero pieces
+        // (inode tables) already "on" the sparse target and download less than the unicast clients do.
+        CLI, 'deploy', torrentFile, target, '--bind', Topology.address(i + 1), '--port', String(BT_PORT), '--seed-idle', '5', '--skip-check', '--json', ...limits,
+      ]),
+    ),
+  )
+  const results = await withTimeout(Promise.all(nodes), timeoutMs, `swarm N=${n}`)
+  const finishes: number[] = []
+  const startups: number[] = []
+  let peerBytes = 0
+  let receivedBytes = 0
+  for (const [i, r] of results.entries()) {
+    let j: { ok?: boolean; finishedAt?: number; downloadSeconds?: number; uploaded?: number; downloaded?: number; error?: string }
+    try {
+      j = JSON.parse(r.out)
+    } catch {
+      throw new Error(`node ${i + 1} printed no result (exit ${r.code}): ${r.err.slice(-2000)}`)
+    }
+    if (!j.ok || j.finishedAt === undefined) throw new Error(`node ${i + 1} failed (exit ${r.code}): ${j.error ?? r.err.slice(-2000)}`)
+    finishes.push((j.finishedAt - t0) / 1000)
+    startups.push((j.finishedAt - t0) / 1000 - (j.downloadSeconds ?? 0))
+    peerBytes += j.uploaded ?? 0
+    receivedBytes += j.downloaded ?? 0
+  }
+  return { t0, finishes, startups, peerBytes, receivedBytes }
+}
+
+/**
+ * --daemons: N `blockswarm daemon` processes started and answering on their
+ * control sockets before the clock starts, as in a fleet where the daemon
+ * comes up at boot and the orchestrator adds the torrent later; at t0 the
+ * bench adds it to every daemon at once over blockswarm.v1 (skip_check, the
+ * done policy --seed-idle 5, --exit-when-done) and lists each once a second
+ * until its process exits. The daemons' start-up CPU is still in CPU-s.
+ */
+async function runDaemons(topo: Topology, n: number, torrentFile: string, targets: string[], work: string, timeoutMs: number, limits: string[], cpuProf?: string): Promise<NodeResults> {
+  const sockets = targets.map((_, i) => join(work, `control-${i + 1}.sock`))
+  const procs = sockets.map((sock, i) =>
+    topo.spawn(i + 1, process.execPath, [
+      ...(cpuProf ? ['--cpu-prof', '--cpu-prof-dir', cpuProf] : []),
+      CLI, 'daemon', '--listen', `unix:${sock}`, '--bind', Topology.address(i + 1), '--port', String(BT_PORT), '--seed-idle', '5', '--exit-when-done', ...limits,
+    ]),
+  )
+  const exits = procs.map((p) => collect(p))
+  const clients = sockets.map((sock) => connectControl(`unix:${sock}`))
+  try {
+    const ready = Date.now() + 60_000
+    for (const [i, c] of clients.entries()) {
+      for (;;) {
+        try {
+          await c.blockswarm.GetDaemonInfo({})
+          break
+        } catch (err) {
+          if (Date.now() > ready || procs[i].exitCode !== null) throw new Error(`daemon ${i + 1} did not answer on ${sockets[i]}: ${(err as Error).message}; ${(await Promise.race([exits[i], Promise.resolve(undefined)]))?.err.slice(-2000) ?? ''}`)
+          await new Promise((r) => setTimeout(r, 100))
+        }
+      }
+    }
+    const torrent = readFileSync(torrentFile)
+    const t0 = Date.now()
+    const added = await Promise.all(clients.map((c, i) => c.blockswarm.AddTorrent({ torrent, target: targets[i], skipCheck: true })))
+    const last = new Map<number, TorrentInfo>()
+    const exited = new Set<number>()
+    exits.forEach((e, i) => void e.then(() => exited.add(i)))
+    const deadline = t0 + timeoutMs
+    while (exited.size < n) {
+      if (Date.now() > deadline) throw new Error(`swarm N=${n} did not finish within ${timeoutMs / 1000} s`)
+      // Once a second is enough: finished_at is the daemon's own clock, and a daemon exits only after 5 s without an upload.
+      await Promise.all(
+        clients.map(async (c, i) => {
+          if (exited.has(i)) return
+          const t = (await c.blockswarm.ListTorrents({ infoHashes: [added[i].infoHash] }).catch(() => undefined))?.torrents[0]
+          if (t) last.set(i, t)
+        }),
+      )
+      await new Promise((r) => setTimeout(r, 1000))
+    }
+    const finishes: number[] = []
+    const startups: number[] = []
+    let peerBytes = 0
+    let receivedBytes = 0
+    for (let i = 0; i < n; i++) {
+      const t = last.get(i)
+      const r = await exits[i]
+      if (!t || !t.complete || Number(t.finishedAt) === 0) throw new Error(`node ${i + 1} did not finish (exit ${r.code}, state ${t?.state ?? 'never seen'}${t?.error ? `: ${t.error}` : ''}): ${r.err.slice(-2000)}`)
+      finishes.push((Number(t.finishedAt) - t0) / 1000)
+      startups.push((Number(t.startedAt) - t0) / 1000)
+      peerBytes += Number(t.totalUploaded)
+      receivedBytes += Number(t.totalDownloaded)
+    }
+    return { t0, finishes, startups, peerBytes, receivedBytes }
+  } finally {
+    for (const c of clients) c.close()
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM')
+    await Promise.all(exits)
+  }
+}
+
+async function runSwarm(topo: Topology, n: number, image: string, imageSize: number, torrentFile: string, work: string, timeoutMs: number, limits: string[], cpuProf: string | undefined, daemons: boolean): Promise<SwarmRun> {
   const addr = Topology.address(0)
   const cpu0 = childCpuSplit()
   const seeder = topo.spawn(0, process.execPath, [
@@ -360,35 +490,9 @@ async function runSwarm(topo: Topology, n: number, image: string, imageSize: num
       writeFileSync(t, '')
       execFileSync('truncate', ['-s', String(imageSize), t])
     }
-    const t0 = Date.now()
-    const nodes = targets.map((target, i) =>
-      collect(
-        topo.spawn(i + 1, process.execPath, [
-          ...(cpuProf ? ['--cpu-prof', '--cpu-prof-dir', cpuProf] : []),
-          // Fresh targets: without --skip-check the resume check would find the image's all-zero pieces
-          // (inode tables) already "on" the sparse target and download less than the unicast clients do.
-          CLI, 'deploy', torrentFile, target, '--bind', Topology.address(i + 1), '--port', String(BT_PORT), '--seed-idle', '5', '--skip-check', '--json', ...limits,
-        ]),
-      ),
-    )
-    const results = await withTimeout(Promise.all(nodes), timeoutMs, `swarm N=${n}`)
-    const finishes: number[] = []
-    const startups: number[] = []
-    let peerBytes = 0
-    let receivedBytes = 0
-    for (const [i, r] of results.entries()) {
-      let j: { ok?: boolean; finishedAt?: number; downloadSeconds?: number; uploaded?: number; downloaded?: number; error?: string }
-      try {
-        j = JSON.parse(r.out)
-      } catch {
-        throw new Error(`node ${i + 1} printed no result (exit ${r.code}): ${r.err.slice(-2000)}`)
-      }
-      if (!j.ok || j.finishedAt === undefined) throw new Error(`node ${i + 1} failed (exit ${r.code}): ${j.error ?? r.err.slice(-2000)}`)
-      finishes.push((j.finishedAt - t0) / 1000)
-      startups.push((j.finishedAt - t0) / 1000 - (j.downloadSeconds ?? 0))
-      peerBytes += j.uploaded ?? 0
-      receivedBytes += j.downloaded ?? 0
-    }
+    const { t0, finishes, startups, peerBytes, receivedBytes } = daemons
+      ? await runDaemons(topo, n, torrentFile, targets, work, timeoutMs, limits, cpuProf)
+      : await runDeploys(topo, n, torrentFile, targets, timeoutMs, limits, cpuProf)
     const wall = (Date.now() - t0) / 1000
     seeder.kill('SIGTERM')
     await seederExit
@@ -480,11 +584,12 @@ async function runReference(
   work: string,
   timeoutMs: number,
   limits: string[],
+  armed: boolean,
 ): Promise<ReferenceRun> {
   const addr = Topology.address(0)
   const started: ChildProcess[] = []
-  const start = (node: number, cmd: string, args: string[]) => {
-    const child = topo.spawn(node, cmd, args)
+  const start = (node: number, cmd: string, args: string[], stdin: 'ignore' | 'pipe' = 'ignore') => {
+    const child = topo.spawn(node, cmd, args, { stdio: [stdin, 'pipe', 'pipe'] })
     started.push(child)
     return { child, tail: outputTail(child) }
   }
@@ -505,8 +610,17 @@ async function runReference(
       throw new Error(running ? `${(err as Error).message}; it said: ${seeder.tail()}` : (err as Error).message)
     })
     for (const save of saves) mkdirSync(save)
+    // With --daemons the leechers start before the clock too, and add the torrent when told to (one line on stdin).
+    const leech = (save: string, i: number) =>
+      start(i + 1, PYTHON, [LT_PEER, ...limits, '--ezio', '--bind', Topology.address(i + 1), '--keep-seeding', ...(armed ? ['--go-on-stdin'] : []), 'leech', torrentFile, save, String(BT_PORT)], armed ? 'pipe' : 'ignore')
+    let leechers: ReturnType<typeof start>[] = []
+    if (armed) {
+      leechers = saves.map(leech)
+      await withTimeout(Promise.all(leechers.map((l, i) => jsonLine(l.child, 'armed', `libtorrent leecher ${i + 1}`, l.tail))), 60_000, 'the libtorrent leechers starting')
+    }
     const t0 = Date.now()
-    const leechers = saves.map((save, i) => peer(i + 1, '--keep-seeding', 'leech', torrentFile, save, String(BT_PORT)))
+    if (armed) for (const l of leechers) l.child.stdin!.end('go\n')
+    else leechers = saves.map(leech)
     const dones = await withTimeout(
       Promise.all(leechers.map((l, i) => jsonLine(l.child, 'done', `libtorrent leecher ${i + 1}`, l.tail))),
       timeoutMs,
@@ -592,7 +706,12 @@ async function main(): Promise<void> {
   const limitsText =
     `max-connections ${opts.maxConnections}, max-uploads ${opts.maxUploads ?? 'unlimited (every interested peer)'}` +
     (ltVersion ? `; reference: libtorrent ${ltVersion} (EZIO's settings, TCP only) with opentracker` : '; no reference (--no-reference)')
-  process.stdout.write(`both engines: ${limitsText}\n\n`)
+  process.stdout.write(`both engines: ${limitsText}\n`)
+  process.stdout.write(
+    opts.daemons
+      ? 'blockswarm nodes: daemons started before the clock, the torrent added to all over blockswarm.v1 at t0 (--daemons); the libtorrent leechers likewise started before it, each adding the torrent at t0\n\n'
+      : 'blockswarm nodes: deploy processes started at t0 (their start-up is in the times)\n\n',
+  )
 
   const header = ['N', 'unicast last s', 'swarm first s', 'median s', 'last s', 'T* s', 'last/T*', 'unicast/T*', 'from peers', 'twice', 'startup s', 'slowest start s', 'CPU-s', 'wall-s', 'verified']
   if (opts.reference) header.push('lt last s', 'bs/lt last', 'lt CPU-s', 'bs/lt CPU', 'lt verified')
@@ -600,7 +719,7 @@ async function main(): Promise<void> {
   let lastLine = ''
   for (const n of opts.nodes) {
     const uni = n === 1 ? calib : n <= opts.unicastMax ? await runUnicast(topo, n, image.path, torrentFile, work, timeoutMs) : undefined
-    const sw = await runSwarm(topo, n, image.path, image.size, torrentFile, work, timeoutMs, limitFlags(opts), opts.cpuProf)
+    const sw = await runSwarm(topo, n, image.path, image.size, torrentFile, work, timeoutMs, limitFlags(opts), opts.cpuProf, opts.daemons)
     const tStar = Math.max(S / Cseed, S / C, (n * S) / (Cseed + n * C))
     const last = sw.finishes[sw.finishes.length - 1]
     const median = sw.finishes[Math.floor((sw.finishes.length - 1) / 2)]
@@ -608,7 +727,7 @@ async function main(): Promise<void> {
     process.stdout.write(`N=${n}: swarm last ${fmt(last)} s (T* ${fmt(tStar)} s), unicast last ${uni ? `${fmt(uni.last)} s` : 'not run'}, CPU ${fmt(sw.cpu)} s (${fmt(sw.sys)} s system) over ${fmt(sw.wall)} s wall\n`)
     if (!sw.verified) process.exitCode = 1
     if (opts.reference) {
-      const ref = await runReference(topo, n, torrentFile, seedDir, whitelist, work, timeoutMs, referenceLimitFlags(opts))
+      const ref = await runReference(topo, n, torrentFile, seedDir, whitelist, work, timeoutMs, referenceLimitFlags(opts), opts.daemons)
       const ltLast = ref.finishes[ref.finishes.length - 1]
       rows[rows.length - 1].push(fmt(ltLast), (last / ltLast).toFixed(2), fmt(ref.cpu), (sw.cpu / ref.cpu).toFixed(2), `${ref.verified}/${n}`)
       process.stdout.write(
