@@ -425,7 +425,8 @@ async function runDaemons(topo: Topology, n: number, torrentFile: string, target
           await c.blockswarm.GetDaemonInfo({})
           break
         } catch (err) {
-          if (Date.now() > ready || procs[i].exitCode !== null) throw new Error(`daemon ${i + 1} did not answer on ${sockets[i]}: ${(err as Error).message}; ${(await Promise.race([exits[i], Promise.resolve(undefined)]))?.err.slice(-2000) ?? ''}`)
+          const gone = procs[i].exitCode !== null || procs[i].signalCode !== null
+          if (gone || Date.now() > ready) throw new Error(`daemon ${i + 1} did not answer on ${sockets[i]}: ${(err as Error).message}${gone ? `; it said: ${(await exits[i]).err.slice(-2000)}` : ''}`)
           await new Promise((r) => setTimeout(r, 100))
         }
       }
@@ -593,7 +594,7 @@ async function runReference(
     started.push(child)
     return { child, tail: outputTail(child) }
   }
-  const peer = (node: number, ...args: string[]) => start(node, PYTHON, [LT_PEER, ...limits, '--ezio', '--bind', Topology.address(node), ...args])
+  const peer = (node: number, args: string[], stdin: 'ignore' | 'pipe' = 'ignore') => start(node, PYTHON, [LT_PEER, ...limits, '--ezio', '--bind', Topology.address(node), ...args], stdin)
   const saves = Array.from({ length: n }, (_, i) => join(work, `lt-node${i + 1}`))
   const cpu0 = childCpuSplit()
   try {
@@ -603,24 +604,21 @@ async function runReference(
       throw new Error(`${(err as Error).message}; opentracker (exit ${tracker.child.exitCode}) said: ${tracker.tail()}`)
     })
     // The seed is ready once the tracker has its address, so that every leecher's first announce finds it.
-    const seeder = peer(0, '--wait-announce', 'seed', torrentFile, seedDir, String(BT_PORT))
+    const seeder = peer(0, ['--wait-announce', 'seed', torrentFile, seedDir, String(BT_PORT)])
     await withTimeout(jsonLine(seeder.child, 'ready', 'the libtorrent seed', seeder.tail), 20_000, "the libtorrent seed's first announce").catch((err) => {
       // An exit already says what the seed printed; a timeout does not.
       const running = seeder.child.exitCode === null && seeder.child.signalCode === null
       throw new Error(running ? `${(err as Error).message}; it said: ${seeder.tail()}` : (err as Error).message)
     })
     for (const save of saves) mkdirSync(save)
-    // With --daemons the leechers start before the clock too, and add the torrent when told to (one line on stdin).
-    const leech = (save: string, i: number) =>
-      start(i + 1, PYTHON, [LT_PEER, ...limits, '--ezio', '--bind', Topology.address(i + 1), '--keep-seeding', ...(armed ? ['--go-on-stdin'] : []), 'leech', torrentFile, save, String(BT_PORT)], armed ? 'pipe' : 'ignore')
-    let leechers: ReturnType<typeof start>[] = []
+    let t0 = Date.now()
+    const leechers = saves.map((save, i) => peer(i + 1, ['--keep-seeding', ...(armed ? ['--go-on-stdin'] : []), 'leech', torrentFile, save, String(BT_PORT)], armed ? 'pipe' : 'ignore'))
     if (armed) {
-      leechers = saves.map(leech)
+      // --daemons: the leechers start before the clock too, and add the torrent when told to (one line on stdin)
       await withTimeout(Promise.all(leechers.map((l, i) => jsonLine(l.child, 'armed', `libtorrent leecher ${i + 1}`, l.tail))), 60_000, 'the libtorrent leechers starting')
+      t0 = Date.now()
+      for (const l of leechers) l.child.stdin!.end('go\n')
     }
-    const t0 = Date.now()
-    if (armed) for (const l of leechers) l.child.stdin!.end('go\n')
-    else leechers = saves.map(leech)
     const dones = await withTimeout(
       Promise.all(leechers.map((l, i) => jsonLine(l.child, 'done', `libtorrent leecher ${i + 1}`, l.tail))),
       timeoutMs,
