@@ -286,6 +286,33 @@ describe('SeedStripes', () => {
     expect(s2.tick(() => none).get('a')).toMatchObject({ all: true })
   })
 
+  it('once every piece was shown, a peer that asked for all of its stripe is shown what another has not asked for yet, never a held piece', () => {
+    const held = new Set<number>()
+    const s = make(6, held)
+    expect(shown(s.attach('a', none))).toEqual([0, 1])
+    expect(shown(s.attach('b', none))).toEqual([2, 3])
+    expect(shown(s.attach('c', none))).toEqual([4, 5])
+    expect(shown(s.requested('a', 0, none))).toEqual([]) // still one piece of its own to ask for
+    expect(shown(s.requested('a', 1, none))).toEqual([3]) // b's piece it would ask for last
+    held.add(5) // some peer announced 5: it spreads from there
+    expect(shown(s.requested('b', 2, none))).toEqual([4]) // c's unasked piece that nobody holds
+    expect(shown(s.requested('b', 4, none))).toEqual([]) // 3 was shown to b already, 5 is held: nothing left to show
+  })
+
+  it('does not show everything while peers go on asking for pieces they were shown', () => {
+    const now = { t: 0 }
+    const s = make(4, new Set(), now)
+    s.attach('a', none)
+    s.attach('b', none)
+    now.t = 2000
+    s.requested('a', 0, none)
+    now.t = REVEAL_ALL_AFTER_MS
+    expect(s.tick(() => none).size).toBe(0) // 1 s since a piece was first asked for
+    expect(s.revealingAll).toBe(false)
+    now.t = 2000 + REVEAL_ALL_AFTER_MS
+    expect(s.tick(() => none).get('b')).toMatchObject({ all: true })
+  })
+
   it('a peer that completes is shown everything at once (so it sees the seeder as a seed)', () => {
     const s = make(6, new Set())
     s.attach('a', none)
