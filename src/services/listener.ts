@@ -7,7 +7,7 @@
  */
 import { createServer, type Server, type Socket } from 'node:net'
 import type { Logger } from 'pino'
-import { PeerConnection } from '../swarm/peer-connection.js'
+import { adoptAccepted, PeerConnection } from '../swarm/peer-connection.js'
 import { PeerFilter } from '../swarm/peer-filter.js'
 
 /** Finds the torrent for an info-hash: returns its handler, or undefined. */
@@ -30,7 +30,7 @@ export class Listener {
 
   /** Listen on `bind`:`port` (port 0: any free port). Throws a clear error when the port is taken. */
   static open(port: number, bind: string | undefined, route: Router, log: Logger, allow = PeerFilter.any): Promise<Listener> {
-    const server = createServer({ noDelay: true })
+    const server = createServer({ noDelay: true, pauseOnConnect: true })
     return new Promise((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => {
         const where = `${bind ?? '0.0.0.0'}:${port}`
@@ -51,18 +51,15 @@ export class Listener {
     return typeof a === 'object' && a ? a.port : 0
   }
 
-  private accept(socket: Socket): void {
-    const ip = socket.remoteAddress?.replace(/^::ffff:/, '')
-    if (!ip || this.unrouted.size >= MAX_UNROUTED) {
-      socket.destroy()
+  private accept(paused: Socket): void {
+    const ip = paused.remoteAddress?.replace(/^::ffff:/, '')
+    if (!ip || this.unrouted.size >= MAX_UNROUTED || !this.allow.allows(ip)) {
+      paused.destroy()
+      if (ip && this.unrouted.size < MAX_UNROUTED) this.log.debug({ ip, allowed: String(this.allow) }, 'incoming peer outside --allow-peers: closed')
       return
     }
-    if (!this.allow.allows(ip)) {
-      socket.destroy()
-      this.log.debug({ ip, allowed: String(this.allow) }, 'incoming peer outside --allow-peers: closed')
-      return
-    }
-    const conn = new PeerConnection(socket, 'in', ip, socket.remotePort ?? 0)
+    const port = paused.remotePort ?? 0
+    const conn = new PeerConnection(adoptAccepted(paused), 'in', ip, port)
     this.unrouted.add(conn)
     conn.once('close', () => this.unrouted.delete(conn))
     conn.once('handshake', (infoHash: string) => {
