@@ -87,11 +87,14 @@ export class SeedStripes<P> {
   requested(peer: P, index: number, has: (index: number) => boolean): Reveal | undefined {
     const s = this.peers.get(peer)
     if (!s || this.allShown) return undefined
-    if (s.ahead.delete(index)) {
+    const moved = s.ahead.delete(index)
+    if (moved) {
       s.aheadBytes -= this.o.pieceBytes(index)
       this.lastProgress = this.now()
     }
-    const have = this.topUp(s, has)
+    // Only a stripe that moved may steal: a request for a further block of a
+    // piece asked for before changes nothing, and comes once per block.
+    const have = this.topUp(s, has, moved)
     return have.length > 0 ? { have } : undefined
   }
 
@@ -157,8 +160,12 @@ export class SeedStripes<P> {
     return false
   }
 
-  /** Show `s` new pieces until it has stripeBytes (at least two pieces) shown and not asked for. */
-  private topUp(s: PeerStripe, has: (index: number) => boolean): number[] {
+  /**
+   * Show `s` new pieces until it has stripeBytes (at least two pieces) shown
+   * and not asked for; with `maySteal`, one from another peer's stripe once
+   * none are left to show.
+   */
+  private topUp(s: PeerStripe, has: (index: number) => boolean, maySteal = true): number[] {
     const out: number[] = []
     const minAhead = 2
     while (s.aheadBytes < this.stripeBytes || s.ahead.size < minAhead) {
@@ -169,7 +176,7 @@ export class SeedStripes<P> {
       s.aheadBytes += this.o.pieceBytes(i)
       out.push(i)
     }
-    if (s.ahead.size === 0) {
+    if (maySteal && s.ahead.size === 0) {
       const i = this.steal(s, has)
       if (i !== undefined) {
         s.shown.add(i)
