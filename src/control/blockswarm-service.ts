@@ -3,7 +3,8 @@
  * per-torrent detail, removal, a throttled watch stream, the done policy and
  * daemon facts.
  */
-import { ServerError, type ServiceImplementation, Status } from 'nice-grpc'
+import type { ServiceImplementation } from 'nice-grpc'
+import { ServerError, Status } from 'nice-grpc-common'
 import { DEFAULT_CHOKING, DEFAULT_MAX_CONNECTIONS, DEFAULT_MEMORY, effectiveMaxUploads, type DonePolicy as SessionDonePolicy } from '../session/session.js'
 import type { TorrentStatus } from '../swarm/status.js'
 import { VERSION } from '../version.js'

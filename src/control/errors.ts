@@ -2,7 +2,7 @@
  * Every failure of a control call leaves as a gRPC status with a message that
  * says what is wrong; nothing a client sends can take the daemon down.
  */
-import { type CallContext, ServerError, type ServerMiddlewareCall, Status } from 'nice-grpc'
+import { type CallContext, ServerError, type ServerMiddlewareCall, Status } from 'nice-grpc-common'
 import type { Logger } from 'pino'
 
 const BY_NAME: Record<string, Status> = {

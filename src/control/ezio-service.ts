@@ -16,7 +16,8 @@
  * Real errors keep their precise codes (a bad save_path is FAILED_PRECONDITION).
  */
 import { realpath } from 'node:fs/promises'
-import { ServerError, type ServiceImplementation, Status } from 'nice-grpc'
+import type { ServiceImplementation } from 'nice-grpc'
+import { ServerError, Status } from 'nice-grpc-common'
 import type { TorrentStatus } from '../swarm/status.js'
 import { isInfoHash } from '../torrent/metainfo.js'
 import { VERSION } from '../version.js'

@@ -3,7 +3,7 @@
  * with INVALID_ARGUMENT and a message naming the field and the value.
  */
 import { isAbsolute } from 'node:path'
-import { ServerError, Status } from 'nice-grpc'
+import { ServerError, Status } from 'nice-grpc-common'
 import { webSeedUrlError } from '../swarm/web-seed.js'
 import { type ExtentTorrent, isInfoHash, parseTorrent } from '../torrent/metainfo.js'
 

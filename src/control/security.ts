@@ -7,7 +7,7 @@
 import { createHash, createPrivateKey, timingSafeEqual, X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { ServerCredentials } from '@grpc/grpc-js'
-import { type CallContext, ServerError, type ServerMiddlewareCall, Status } from 'nice-grpc'
+import { type CallContext, ServerError, type ServerMiddlewareCall, Status } from 'nice-grpc-common'
 import type { Logger } from 'pino'
 import { isLocalAddress, unixPath } from './address.js'
 
