@@ -78,6 +78,27 @@ describe('PeerConnection', () => {
     expect(await abrupt.received).toEqual(Buffer.alloc(0))
   })
 
+  it('a HAVE held back (the peer has the piece) goes out before our next message, at flushHaves, or before an orderly close', async () => {
+    const next = await collected()
+    next.conn.haveLater(3)
+    next.conn.haveLater(5)
+    next.conn.have(7)
+    next.conn.close('both sides are seeds', true)
+    expect(await next.received).toEqual(Buffer.concat([message(4, 3), message(4, 5), message(4, 7)]))
+
+    const flushed = await collected()
+    flushed.conn.haveLater(2)
+    flushed.conn.flushHaves()
+    flushed.conn.flushHaves() // once only
+    flushed.conn.close('both sides are seeds', true)
+    expect(await flushed.received).toEqual(message(4, 2))
+
+    const closing = await collected()
+    closing.conn.haveLater(9)
+    closing.conn.close('both sides are seeds', true)
+    expect(await closing.received).toEqual(message(4, 9))
+  })
+
   it('splits a peer stream cut at any point into blocks, requests, cancels and whole messages', async () => {
     const block = randomBytes(16384)
     const rest = Buffer.concat([

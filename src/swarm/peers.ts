@@ -389,6 +389,11 @@ export class SwarmPeers {
   // ---------------------------------------------------------------------------
   // What the torrent tells its peers
 
+  /** Once a tick: the HAVEs held back (haveLater) that no message of ours carried yet go out, so none is more than a tick late. */
+  haveTick(): void {
+    for (const p of this.connected) p.flushHaves()
+  }
+
   /** Once a tick, for a striping seeder: new stripes for peers that need them, or everything to everyone. */
   stripeTick(): void {
     const stripes = this.d.stripes
@@ -409,7 +414,9 @@ export class SwarmPeers {
   /** We verified and wrote a piece: every peer hears of it; interest goes where nothing more is wanted. */
   havePiece(index: number): void {
     for (const p of this.connected) {
-      p.have(index)
+      // a peer that has it will not ask for it: it hears with our next message (a seed at once: a seeder's stripes move on HAVEs)
+      if (p.pieces!.has(index) && !p.isSeed) p.haveLater(index)
+      else p.have(index)
       if (p.pieces!.has(index)) {
         const left = (this.wanted.get(p) ?? 1) - 1
         this.wanted.set(p, left)
@@ -421,6 +428,7 @@ export class SwarmPeers {
   /** We became a seed: seeds have nothing to say to each other; the others lose our interest. */
   nowSeeding(): void {
     for (const p of [...this.connected]) {
+      p.flushHaves()
       if (p.isSeed) p.close('both sides are seeds', true)
       else this.updateInterest(p)
     }

@@ -385,6 +385,7 @@ export class TorrentSwarm extends EventEmitter {
     this.ticks++
     this.peers.dial()
     this.peers.stripeTick()
+    this.peers.haveTick()
     this.peers.lapseInterest()
     for (const p of this.peers) this.downloads.retune(p)
     this.choking.tick(this.ticks)
