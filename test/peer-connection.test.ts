@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { createServer, connect, type Socket } from 'node:net'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { PeerConnection } from '../src/swarm/peer-connection.js'
 import { cleanupAll, onCleanup } from './helpers/sys.js'
 
@@ -97,6 +97,38 @@ describe('PeerConnection', () => {
     closing.conn.haveLater(9)
     closing.conn.close('both sides are seeds', true)
     expect(await closing.received).toEqual(message(4, 9))
+  })
+
+  it('closes a connection once nothing, not even a keep-alive, came from the peer for the idle timeout; our own writes do not hold it off', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'performance'] })
+    onCleanup(async () => void vi.useRealTimers())
+    let peer: Socket | undefined
+    const socket = await socketPair((s) => {
+      peer = s
+      s.resume()
+    })
+    const conn = new PeerConnection(socket, 'out', '127.0.0.1', 6881)
+    onCleanup(async () => conn.close('test over'))
+    conn.once('handshake', () => conn.setTorrent(10, () => undefined))
+    const closed: string[] = []
+    conn.on('close', (reason: string) => closed.push(reason))
+    /** The peer's bytes, in: wait (real I/O, bounded) until our side has read them. */
+    const fromPeer = async (bytes: Buffer): Promise<void> => {
+      const want = socket.bytesRead + bytes.length
+      peer!.write(bytes)
+      for (let k = 0; k < 10_000 && socket.bytesRead < want; k++) await new Promise((r) => setImmediate(r))
+      expect(socket.bytesRead).toBe(want)
+    }
+    for (let k = 0; k < 10_000 && !peer; k++) await new Promise((r) => setImmediate(r))
+    await fromPeer(handshake())
+    conn.have(1) // we write; that is not the peer being alive
+    vi.advanceTimersByTime(140_000)
+    expect(closed).toEqual([])
+    await fromPeer(Buffer.alloc(4)) // a keep-alive
+    vi.advanceTimersByTime(140_000)
+    expect(closed).toEqual([]) // 280 s since we connected, 140 s since the keep-alive
+    vi.advanceTimersByTime(11_000)
+    expect(closed).toEqual(['idle timeout: nothing from the peer for 150 s'])
   })
 
   it('splits a peer stream cut at any point into blocks, requests, cancels and whole messages', async () => {

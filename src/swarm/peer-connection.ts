@@ -118,6 +118,8 @@ export class PeerConnection extends EventEmitter {
   private flushScheduled = false
   private corked = false
   private lastSent = performance.now()
+  private lastReceived = performance.now()
+  private idleTimer: NodeJS.Timeout
   // timers
   private requestTimeoutMs = REQUEST_TIMEOUT_MS
   private stallTimeoutMs = STALL_TIMEOUT_MS
@@ -136,7 +138,10 @@ export class PeerConnection extends EventEmitter {
     this.port = remotePort
     this.reader = new WireReader(this.handler())
     socket.setNoDelay(true)
-    socket.setTimeout(IDLE_TIMEOUT_MS, () => this.close('idle timeout'))
+    // not socket.setTimeout: Node refreshes that timer on every read and write
+    // (1 % of a swarm node's busy time), and our own keep-alives would hold it off
+    this.idleTimer = setTimeout(() => this.onIdleTimer(), IDLE_TIMEOUT_MS)
+    this.idleTimer.unref()
     readers.set(socket, this)
     if (!dialed.has(socket)) socket.on('data', (chunk: Buffer) => this.received(chunk))
     socket.on('error', (err) => this.close(`socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`))
@@ -426,6 +431,7 @@ export class PeerConnection extends EventEmitter {
     this.reason = reason
     clearTimeout(this.handshakeTimer)
     clearTimeout(this.requestTimer)
+    clearTimeout(this.idleTimer)
     clearInterval(this.keepAlive)
     this.dropAll()
     if (orderly && !this.socket.destroyed) {
@@ -449,9 +455,19 @@ export class PeerConnection extends EventEmitter {
   // ---------------------------------------------------------------------------
   // Reading
 
+  /** Nothing from the peer, not even a keep-alive, for IDLE_TIMEOUT_MS: it is gone. */
+  private onIdleTimer(): void {
+    if (this.closedFlag) return
+    const quiet = performance.now() - this.lastReceived
+    if (quiet >= IDLE_TIMEOUT_MS) return this.close(`idle timeout: nothing from the peer for ${Math.round(quiet / 1000)} s`)
+    this.idleTimer = setTimeout(() => this.onIdleTimer(), IDLE_TIMEOUT_MS - quiet)
+    this.idleTimer.unref()
+  }
+
   /** Bytes from the socket (a view the next read may reuse: what is kept is copied). */
   received(chunk: Uint8Array): void {
     if (this.closedFlag) return
+    this.lastReceived = performance.now()
     const bad = this.reader.feed(chunk)
     if (bad && !this.closedFlag) this.violation(bad)
   }
