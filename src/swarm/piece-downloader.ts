@@ -25,6 +25,8 @@ import type { PieceSet } from './piece-set.js'
 export const ENDGAME_ASKERS = 2
 /** Requests topped up at once, at most. */
 export const REFILL_MAX = 64
+/** …and at least this many at once: at the least depth (DEPTH_MIN) one request per block received was one write call and one packet each. */
+export const REFILL_MIN = 2
 /**
  * Blocks kept requested per peer: at least, at most, and how many seconds of
  * its rate. From another blockswarm node, a quarter second of its rate: that
@@ -133,7 +135,7 @@ export class PieceDownloader implements DownloadSink {
     if (!this.hooks.canRequest() || conn.closed || !conn.amInterested || conn.peerChoking) return
     const depth = this.depthOf(conn)
     const room = depth - conn.requests
-    if (conn.requests > 0 && room < Math.min(REFILL_MAX, depth >> 3)) return
+    if (conn.requests > 0 && room < Math.min(REFILL_MAX, Math.max(REFILL_MIN, depth >> 3))) return
     const fromSeed = conn.isSeed
     while (conn.requests < depth) {
       const next = this.nextBlock(conn, fromSeed)
