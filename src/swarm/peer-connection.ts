@@ -307,11 +307,11 @@ export class PeerConnection extends EventEmitter {
   }
 
   /**
-   * HAVE `index` with the next message we send this peer, or at flushHaves:
+   * HAVE `index` with the next small message we send this peer (a request,
+   * a HAVE, a choke…; not with blocks, which leave apart), or at flushHaves:
    * for a piece the peer has already, which it will not ask us for. It still
    * hears of it (its view of us, its done policy, a fleet view on it), only
-   * not in a system call and a packet of its own: at 16 peers those were
-   * half of the HAVEs and most of a node's write calls.
+   * not in a system call and a packet of its own.
    */
   haveLater(index: number): void {
     this.lateHaves.push(index)

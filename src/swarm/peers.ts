@@ -414,10 +414,11 @@ export class SwarmPeers {
   /** We verified and wrote a piece: every peer hears of it; interest goes where nothing more is wanted. */
   havePiece(index: number): void {
     for (const p of this.connected) {
+      const theirs = p.pieces!.has(index)
       // a peer that has it will not ask for it: it hears with our next message (a seed at once: a seeder's stripes move on HAVEs)
-      if (p.pieces!.has(index) && !p.isSeed) p.haveLater(index)
+      if (theirs && !p.isSeed) p.haveLater(index)
       else p.have(index)
-      if (p.pieces!.has(index)) {
+      if (theirs) {
         const left = (this.wanted.get(p) ?? 1) - 1
         this.wanted.set(p, left)
         if (left === 0) this.updateInterest(p)
