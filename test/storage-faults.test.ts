@@ -85,9 +85,15 @@ async function firstFailure(store: PieceStore): Promise<{ index: number; err: St
   return undefined
 }
 
-/** The daemon failed at least one write inside the bad range: the error did come from the "disk". */
-function expectInjected(dev: FaultyDevice, op: 'read' | 'write', [start, end]: ByteSpan): void {
-  expect(dev.faults().some((f) => f.op === op && f.errno === 'EIO' && f.offset < end && f.offset + f.size > start)).toBe(true)
+/**
+ * The daemon failed at least one write inside the bad range: the error did
+ * come from the "disk". Its line may still be in the pipe when the error
+ * reaches the test (both are ready in the same turn): wait for it, 5 s at most.
+ */
+async function expectInjected(dev: FaultyDevice, op: 'read' | 'write', [start, end]: ByteSpan): Promise<void> {
+  const seen = () => dev.faults().some((f) => f.op === op && f.errno === 'EIO' && f.offset < end && f.offset + f.size > start)
+  for (let k = 0; k < 100 && !seen(); k++) await new Promise((r) => setTimeout(r, 50))
+  expect(seen()).toBe(true)
 }
 
 /** The first extent, far from the bad range, reached the disk; the bad range still holds the stale bytes. */
@@ -119,7 +125,7 @@ describe('a loop device over a disk with bad sectors', () => {
     await expect(store.finish()).rejects.toBe(err)
     await expect(store.writePiece(0, pieceData(0))).rejects.toBe(err)
     await store.close()
-    expectInjected(dev, 'write', BAD)
+    await expectInjected(dev, 'write', BAD)
     await expectDiskState(dev)
   })
 
@@ -151,7 +157,7 @@ describe('a loop device over a disk with bad sectors', () => {
     expect(err.offset).toBe(low)
     expect(err.message).toBe(`writeback to ${loop} failed: EIO (i/o error); data written since the last flush may be lost: 1 piece(s) (${index}) between offsets ${hex(low)} and ${hex(high)}`)
     await expect(store.finish()).rejects.toBe(err)
-    expectInjected(dev, 'write', BAD)
+    await expectInjected(dev, 'write', BAD)
   })
 
   it('a read that meets bad sectors fails with EIO naming the device and an offset in the bad pages', async () => {
@@ -169,7 +175,7 @@ describe('a loop device over a disk with bad sectors', () => {
     expect(err.offset).toBeGreaterThanOrEqual(BAD[0] - (BAD[0] % 4096))
     expect(err.offset).toBeLessThan(BAD[1])
     expect(err.message).toMatch(new RegExp(`^read of \\d+ bytes at offset ${hex(err.offset!)} on ${dev.loop} failed: EIO \\(i/o error\\)$`))
-    expectInjected(dev, 'read', BAD)
+    await expectInjected(dev, 'read', BAD)
   })
 })
 
@@ -188,7 +194,7 @@ describe('the disk with bad sectors as an image file', () => {
     // nothing may report the deploy finished
     await expect(store.finish()).rejects.toBeInstanceOf(StorageError)
     await store.close()
-    expectInjected(dev, 'write', BAD)
+    await expectInjected(dev, 'write', BAD)
     await expectDiskState(dev)
   })
 
