@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import pino from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Session, SessionError } from '../src/session/session.js'
 import { gapsOf } from '../src/torrent/extents.js'
@@ -122,6 +123,33 @@ describe('Session', () => {
     expect(() => session.pause('xyz')).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }))
 
     expect(session.status().map((s) => [s.infoHash, s.state])).toEqual([[a.torrent.infoHash, 'seeding']])
+  })
+
+  it('dials each peer once: not back a peer that dialed it, and not itself again once it saw itself', async () => {
+    const dir = await tempDir('bsw-session-')
+    const { raw } = makeImage(1024 * KiB, 14, 'dont-care', 'disk-a')
+    // three leechers of a torrent nobody has stay connected with nothing to trade; each lists all three addresses, its own too
+    const ports = [await freePort(), await freePort(), await freePort()]
+    const peers = ports.map((p) => `127.0.0.1:${p}`)
+    const dials = ports.map(() => [] as string[])
+    const sessions = await Promise.all(
+      ports.map((port, i) => {
+        const write = (line: string) => {
+          const j = JSON.parse(line) as { msg: string; peer?: string }
+          if (j.msg === 'dialing') dials[i].push(j.peer!)
+        }
+        return startSession({ port, peers, log: pino({ level: 'debug' }, { write }) })
+      }),
+    )
+    for (const i of ports.keys()) await writeFile(join(dir, `dst-${i}.img`), Buffer.alloc(1024 * KiB))
+    await Promise.all(sessions.map((s, i) => s.add(raw, { target: join(dir, `dst-${i}.img`) })))
+    // without the fix, a node dialed itself again after 1 s and 3 s, and redialed a peer that had dialed it after 1 s
+    await new Promise((r) => setTimeout(r, 4500))
+    for (const [i, s] of sessions.entries()) {
+      expect(s.status()[0].peers).toBe(2)
+      expect(dials[i].filter((a) => a === peers[i])).toEqual([peers[i]])
+      expect(new Set(dials[i]).size, `node ${i + 1} dialed ${dials[i].join(', ')}`).toBe(dials[i].length)
+    }
   })
 
   it('pauses, resumes and removes a torrent without touching its target', async () => {
