@@ -17,6 +17,7 @@ import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { connectControl } from '../src/control/client.js'
+import type { TorrentInfo } from '../src/control/blockswarm-wire.js'
 import { extractBootFiles, filesystemUuid } from '../src/cli/boot-files.js'
 import { defaultKexecAppend, kexecLoadArgs, runThenAction, thenActionFrom, thenEnv } from '../src/cli/then-action.js'
 import { parseTorrent, type ExtentTorrent } from '../src/torrent/metainfo.js'
@@ -396,7 +397,17 @@ describe('done policy', () => {
     expect(byGrpc.child.exitCode).toBe(null)
     expect(await c.blockswarm.GetDaemonInfo({})).toMatchObject({ exitWhenDone: true, thenAction: 'command', donePolicy: { seedRatio: 0, seedIdleSeconds: 0 } })
     expect((await c.blockswarm.ListTorrents({})).torrents[0].done).toBe(false)
+    // a watcher (at most one update per 2 s) sees the torrent done before the stream ends, though the daemon exits at once
+    const watch = c.blockswarm.WatchTorrents({ intervalMs: 2000 })[Symbol.asyncIterator]()
+    expect((await watch.next()).value.torrents[0]).toMatchObject({ state: 'TORRENT_STATE_SEEDING', done: false })
     await c.blockswarm.SetDonePolicy({ infoHash: '', policy: { seedRatio: 5, seedIdleSeconds: 0 } })
+    const watched: TorrentInfo[] = []
+    for (;;) {
+      const r = await watch.next().catch(() => ({ done: true as const, value: undefined }))
+      if (r.done) break
+      watched.push(...r.value.torrents)
+    }
+    expect(watched.at(-1), byGrpc.output()).toMatchObject({ state: 'TORRENT_STATE_FINISHED', done: true, complete: true })
     expect(await waitExit(byGrpc.child, 30_000), byGrpc.output()).toBe(0)
 
     const reasons = [flagsOut.text(), byGrpc.output()].map((text) => logLines(text).find((l) => l.msg === 'done seeding')?.reason)

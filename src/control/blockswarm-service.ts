@@ -104,8 +104,7 @@ export function blockswarmImplementation(ctx: ControlContext): ServiceImplementa
       const interval = req.intervalMs > 0 ? Math.max(req.intervalMs, MIN_WATCH_INTERVAL_MS) : DEFAULT_WATCH_INTERVAL_MS
       const signals = [call.signal, ctx.closing]
       const sent = new Map<string, string>()
-      let first = true
-      while (!call.signal.aborted && !ctx.closing.aborted) {
+      const changes = (): { torrents: TorrentInfo[]; removed: string[] } => {
         const now = filter.length ? filter.map((h) => session.get(h)).filter((s): s is TorrentStatus => s !== undefined) : session.status()
         const torrents: TorrentInfo[] = []
         const seen = new Set<string>()
@@ -120,10 +119,21 @@ export function blockswarmImplementation(ctx: ControlContext): ServiceImplementa
         }
         const removed = [...sent.keys()].filter((h) => !seen.has(h))
         for (const h of removed) sent.delete(h)
-        if (first || torrents.length || removed.length) yield { torrents, removed }
+        return { torrents, removed }
+      }
+      let first = true
+      while (!call.signal.aborted && !ctx.closing.aborted) {
+        const c = changes()
+        if (first || c.torrents.length || c.removed.length) yield c
         first = false
         await nextWake(signals, interval, false)
         await nextWake(signals, Math.max(0, WATCH_REFRESH_MS - interval), true)
+      }
+      // the daemon is shutting down (--exit-when-done, Shutdown, a signal): the watcher gets what changed since the
+      // last update before the stream ends, so a torrent that finished within the interval is seen finished
+      if (!call.signal.aborted) {
+        const c = changes()
+        if (c.torrents.length || c.removed.length) yield c
       }
     },
 

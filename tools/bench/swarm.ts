@@ -404,8 +404,8 @@ async function runDeploys(topo: Topology, n: number, torrentFile: string, target
  * control sockets before the clock starts, as in a fleet where the daemon
  * comes up at boot and the orchestrator adds the torrent later; at t0 the
  * bench adds it to every daemon at once over blockswarm.v1 (skip_check, the
- * done policy --seed-idle 5, --exit-when-done) and lists each once a second
- * until its process exits. The daemons' start-up CPU is still in CPU-s.
+ * done policy --seed-idle 5, --exit-when-done) and watches each
+ * (WatchTorrents, an update a second at most) until its process exits. The daemons' start-up CPU is still in CPU-s.
  */
 async function runDaemons(topo: Topology, n: number, torrentFile: string, targets: string[], work: string, timeoutMs: number, limits: string[], cpuProf?: string): Promise<NodeResults> {
   const sockets = targets.map((_, i) => join(work, `control-${i + 1}.sock`))
@@ -438,18 +438,23 @@ async function runDaemons(topo: Topology, n: number, torrentFile: string, target
     const exited = new Set<number>()
     exits.forEach((e, i) => void e.then(() => exited.add(i)))
     const deadline = t0 + timeoutMs
+    // One update a second at most is enough: finished_at is the daemon's own clock, and the stream's last update, sent as
+    // the daemon shuts down, holds the final state (the last node to finish is done at once: every peer it knows is a seed).
+    const watching = clients.map(async (c, i) => {
+      try {
+        for await (const u of c.blockswarm.WatchTorrents({ infoHashes: [added[i].infoHash], intervalMs: 1000 })) {
+          const t = u.torrents[0]
+          if (t) last.set(i, t)
+        }
+      } catch {
+        // the daemon exited
+      }
+    })
     while (exited.size < n) {
       if (Date.now() > deadline) throw new Error(`swarm N=${n} did not finish within ${timeoutMs / 1000} s`)
-      // Once a second is enough: finished_at is the daemon's own clock, and a daemon exits only after 5 s without an upload.
-      await Promise.all(
-        clients.map(async (c, i) => {
-          if (exited.has(i)) return
-          const t = (await c.blockswarm.ListTorrents({ infoHashes: [added[i].infoHash] }).catch(() => undefined))?.torrents[0]
-          if (t) last.set(i, t)
-        }),
-      )
-      await new Promise((r) => setTimeout(r, 1000))
+      await new Promise((r) => setTimeout(r, 500))
     }
+    await Promise.all(watching)
     const finishes: number[] = []
     const startups: number[] = []
     let peerBytes = 0
