@@ -78,7 +78,7 @@ describe('PeerConnection', () => {
     expect(await abrupt.received).toEqual(Buffer.alloc(0))
   })
 
-  it('a HAVE held back (the peer has the piece) goes out before our next message, at flushHaves, or before an orderly close', async () => {
+  it('a HAVE held back goes out before our next message (a block too), at flushHaves, or before an orderly close', async () => {
     const next = await collected()
     next.conn.haveLater(3)
     next.conn.haveLater(5)
@@ -97,6 +97,19 @@ describe('PeerConnection', () => {
     closing.conn.haveLater(9)
     closing.conn.close('both sides are seeds', true)
     expect(await closing.received).toEqual(message(4, 9))
+
+    // a HAVE the peer needs soon waits for the swarm's timer (hasUrgentHaves), or rides with a block we send first
+    const block = randomBytes(16384)
+    const riding = await collected()
+    riding.conn.haveLater(1)
+    expect(riding.conn.hasUrgentHaves).toBe(false)
+    riding.conn.haveLater(4, true)
+    expect(riding.conn.hasUrgentHaves).toBe(true)
+    riding.conn.piece(6, 0, block)
+    expect(riding.conn.hasUrgentHaves).toBe(false)
+    riding.conn.flushHaves() // nothing left
+    riding.conn.close('both sides are seeds', true)
+    expect(await riding.received).toEqual(Buffer.concat([message(4, 1), message(4, 4), message(7, 6, 0, block)]))
   })
 
   it('closes a connection once nothing, not even a keep-alive, came from the peer for the idle timeout; our own writes do not hold it off', async () => {

@@ -114,6 +114,7 @@ export class PeerConnection extends EventEmitter {
   private small: Buffer = Buffer.allocUnsafe(SMALL_BATCH)
   /** HAVEs held back by haveLater. */
   private lateHaves: number[] = []
+  private urgentHaves = false
   private smallLength = 0
   private flushScheduled = false
   private corked = false
@@ -307,18 +308,27 @@ export class PeerConnection extends EventEmitter {
   }
 
   /**
-   * HAVE `index` with the next small message we send this peer (a request,
-   * a HAVE, a choke…; not with blocks, which leave apart), or at flushHaves:
-   * for a piece the peer has already, which it will not ask us for. It still
-   * hears of it (its view of us, its done policy, a fleet view on it), only
-   * not in a system call and a packet of its own.
+   * HAVE `index` with the next message we send this peer (a request, a
+   * HAVE, a choke, a block…), or at flushHaves: for a piece the peer has
+   * already, which it will not ask us for (`soon` false: the next tick is
+   * soon enough), or one it lacks (`soon`: the swarm's HAVE timer flushes
+   * it within HAVE_HOLD_MS). It still hears of it, only not in a system
+   * call and a packet of its own (HAVEs were over half of a node's socket
+   * writes, each a wake-up of the peer as well).
    */
-  haveLater(index: number): void {
+  haveLater(index: number, soon = false): void {
     this.lateHaves.push(index)
+    if (soon) this.urgentHaves = true
+  }
+
+  /** A HAVE held by haveLater(…, true) waits: the swarm's HAVE timer is to flush it. */
+  get hasUrgentHaves(): boolean {
+    return this.urgentHaves
   }
 
   /** Send the HAVEs held back by haveLater. */
   flushHaves(): void {
+    this.urgentHaves = false
     if (this.lateHaves.length === 0) return
     const late = this.lateHaves
     this.lateHaves = []
@@ -386,6 +396,7 @@ export class PeerConnection extends EventEmitter {
       sent?.()
       return
     }
+    this.flushHaves()
     this.flushSmall()
     const head = Buffer.allocUnsafe(13)
     writeHeader(head, 0, MSG.piece, 8 + data.length)

@@ -28,6 +28,14 @@ export const CONNECT_TIMEOUT_MS = 10_000
 export const INTEREST_GRACE_MS = 1500
 /** Seeds remembered per torrent (seedsSeen), at most: a fleet's worth, and a bound against peer-id churn. */
 export const SEEDS_SEEN_MAX = 10_000
+/**
+ * A HAVE to a peer that lacks the piece waits at most this long for another
+ * message to that peer to ride with (a request or a block, ~10 a second to
+ * each peer mid-deploy); a piece takes ~100 ms to send at 20 Mbit.
+ */
+export const HAVE_HOLD_MS = 50
+/** …and only while this many of our peers have the piece too: a rare piece (a fresh one from the seeder) is told at once. */
+export const HAVE_HOLD_MIN_HOLDERS = 2
 
 /** After dialing for this long, a torrent that few peers have dialed dials more (dialLimit). */
 export const DIAL_SETTLE_MS = 3000
@@ -95,6 +103,7 @@ export class SwarmPeers {
   /** Peers seen to have every piece, by peer id; kept after they leave (a seed closes its connection to another seed at once); at most SEEDS_SEEN_MAX. */
   readonly seedsSeen = new Map<string, SeedSeen>()
   private connecting = 0
+  private haveTimer?: NodeJS.Timeout
   /** When dial() first ran (dialLimit's settling time). */
   private firstDialAt?: number
 
@@ -425,16 +434,26 @@ export class SwarmPeers {
 
   /** We verified and wrote a piece: every peer hears of it; interest goes where nothing more is wanted. */
   havePiece(index: number): void {
+    const common = this.d.picker.availability(index) >= HAVE_HOLD_MIN_HOLDERS
     for (const p of this.connected) {
       const theirs = p.pieces!.has(index)
-      // a peer that has it will not ask for it: it hears with our next message (a seed at once: a seeder's stripes move on HAVEs)
-      if (theirs && !p.isSeed) p.haveLater(index)
-      else p.have(index)
+      // a seed hears at once (a seeder's stripes move on HAVEs); a peer that has it will not ask for it, so it hears with
+      // our next message or at the next tick; one that lacks it, of a rare piece at once, else with our next message or
+      // within HAVE_HOLD_MS
+      if (p.isSeed || (!theirs && !common)) p.have(index)
+      else p.haveLater(index, !theirs)
       if (theirs) {
         const left = (this.wanted.get(p) ?? 1) - 1
         this.wanted.set(p, left)
         if (left === 0) this.updateInterest(p)
       }
+    }
+    if (!this.haveTimer) {
+      this.haveTimer = setTimeout(() => {
+        this.haveTimer = undefined
+        for (const p of this.connected) if (p.hasUrgentHaves) p.flushHaves()
+      }, HAVE_HOLD_MS)
+      this.haveTimer.unref()
     }
   }
 
@@ -462,6 +481,8 @@ export class SwarmPeers {
 
   /** Going offline: every connection closes. */
   closeAll(reason: string): void {
+    clearTimeout(this.haveTimer)
+    this.haveTimer = undefined
     for (const p of [...this.connected]) p.close(reason)
   }
 }

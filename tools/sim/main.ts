@@ -4,7 +4,7 @@
  *
  *   npm run sim -- [--scenario all|equal,slow,late,dying,seeders,bench] [--nodes 1,2,4,…]
  *                  [--size 116M] [--piece-size 256K] [--unit 32K] [--rate 100mbit] [--seeder-rate RATE] [--goodput 0.96]
- *                  [--slots 0] [--connections 25] [--choking fleet|tit-for-tat] [--rtt 1ms] [--startup 0.3] [--seed-idle 5] [--death silent|reset]
+ *                  [--slots 0] [--connections 25] [--choking fleet|tit-for-tat] [--rtt 1ms] [--have-hold 50ms] [--startup 0.3] [--seed-idle 5] [--death silent|reset]
  *                  [--memory 64M] [--turns N] [--turn-order age|completion|rarest] [--turns-saturated-only] [--turns-end-on-have] [--turns-measured] [--turns-seeder-only] [--move-requests [S]]
  *                  [--epoch S] [--seed N] [--bench-csv FILE]… [--plot docs/swarm-scaling.png | --no-plot] [--markdown]
  *
@@ -188,6 +188,7 @@ function command(): Command {
     .option('--connections <n>', 'connections per node (--max-connections)', countArg, DEFAULT_MAX_CONNECTIONS)
     .addOption(new Option('--choking <policy>', 'who gets the upload slots (--choking)').choices([...CHOKING_POLICIES]).default(DEFAULT_CHOKING))
     .option('--rtt <time>', 'round trip between two nodes', secondsArg, secondsArg('1ms'))
+    .option('--have-hold <time>', 'longest a HAVE to a peer that lacks the piece is held (default: the engine\'s HAVE_HOLD_MS)', secondsArg)
     .option('--startup <s>', 'median startup per node (drawn from [0, 2 × this])', numberArg, 0.3)
     .option('--seed-idle <s>', "the nodes' done policy (deploy --seed-idle; bench:swarm uses 5)", numberArg, 5)
     .addOption(new Option('--death <how>', 'how a dying node dies: silent (power cut) or reset (connections closed)').choices(['silent', 'reset']).default('silent'))
@@ -236,6 +237,7 @@ function baseOf(o: Opts): Base {
     seed: o.seed,
     memory: o.memory,
     moveBacklog: o.moveRequests as number | undefined,
+    haveHold: o.haveHold as number | undefined,
     turns: o.turns > 0 ? { slots: o.turns, order: o.turnOrder, saturatedOnly: o.turnsSaturatedOnly === true, endOnHave: o.turnsEndOnHave === true, measured: o.turnsMeasured === true, seederOnly: o.turnsSeederOnly === true } : undefined,
   }
 }

@@ -36,6 +36,8 @@ export interface Base {
   readonly memory?: number
   /** Requests moved to idle peers (SimOptions.moveBacklog); absent: never. */
   readonly moveBacklog?: number
+  /** SimOptions.haveHold; absent: the engine's. */
+  readonly haveHold?: number
 }
 
 export interface Built {
@@ -84,6 +86,7 @@ function swarm(base: Base, n: number, seeders: number, shape?: (i: number, node:
     turns: base.turns,
     memory: base.memory,
     moveBacklog: base.moveBacklog,
+    haveHold: base.haveHold,
     seed: base.seed + n,
     until: 3600 + 60 * lowerBound(base.size, late),
   }

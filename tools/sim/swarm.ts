@@ -30,7 +30,7 @@ import { type DonePolicy, doneReason } from '../../src/swarm/done-policy.js'
 import { IDLE_TIMEOUT_MS, REQUEST_TIMEOUT_MS, STALL_TIMEOUT_MS } from '../../src/swarm/peer-connection.js'
 import type { PeerAddress } from '../../src/swarm/peer-dialer.js'
 import { DEPTH_MAX, DEPTH_MIN, DEPTH_SECONDS, ENDGAME_ASKERS, REFILL_MAX } from '../../src/swarm/piece-downloader.js'
-import { CONNECT_TIMEOUT_MS, dialLimit } from '../../src/swarm/peers.js'
+import { CONNECT_TIMEOUT_MS, dialLimit, HAVE_HOLD_MIN_HOLDERS, HAVE_HOLD_MS } from '../../src/swarm/peers.js'
 import { type Reveal, SeedStripes } from '../../src/swarm/seed-stripes.js'
 import { UplinkGauge } from './uplink-gauge.js'
 import { type TurnOrder, TurnGate } from './upload-turns.js'
@@ -101,6 +101,8 @@ export interface SimOptions {
   }
   /** A receiver with nothing new to ask of a peer moves to it the request that the peer with the longest backlog (over this many seconds at its rate) would serve last (request-move.ts); absent: never. */
   readonly moveBacklog?: number
+  /** Seconds a HAVE to a peer that lacks the piece is held (peers.ts HAVE_HOLD_MS, the default: the longest it waits for another message to ride with). */
+  readonly haveHold?: number
   /** Stop here (seconds) whatever is left. */
   readonly until?: number
   readonly seed?: number
@@ -509,10 +511,15 @@ class Swarm {
     r.open.delete(ap)
     r.have.add(i)
     r.picker.setDone(i)
+    const hold = r.picker.availability(i) >= HAVE_HOLD_MIN_HOLDERS ? (this.opts.haveHold ?? HAVE_HOLD_MS / 1000) : 0
     for (const c of r.conns) {
       const hin = c.into(r)
-      if (hin.known.has(i) && --hin.wanted === 0) this.updateInterest(hin)
-      this.tellPieces(c, r, [i])
+      const theirs = hin.known.has(i)
+      if (theirs && --hin.wanted === 0) this.updateInterest(hin)
+      // peers.ts havePiece(): a seed hears at once; a peer that lacks the piece within HAVE_HOLD_MS (the worst case: in
+      // the engine it rides with the next request or block to that peer if one comes sooner); one that has it, at once here
+      if (theirs || hin.known.complete || hold === 0) this.tellPieces(c, r, [i])
+      else this.q.at(this.now + hold, () => c.open && this.tellPieces(c, r, [i]), r)
     }
     if (r.complete) this.becomeComplete(r)
     else if (r.memoryStarved) {
